@@ -1,0 +1,124 @@
+"""Plain, immutable data types shared by every layer.
+
+This module imports nothing from the package: every other module may import it.
+Times are POSIX timestamps (float seconds, UTC); durations are float seconds.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class Failure(enum.StrEnum):
+    """Why a probe failed. The value is the `reason`/`result` label and the outage cause."""
+
+    DNS = "dns"  # no such name, resolver failure
+    CONNECT = "connect"  # refused, unreachable, reset before a response
+    TLS = "tls"  # handshake or certificate
+    TIMEOUT = "timeout"  # the probe deadline passed; `ProbeResult.phase` says where
+    HTTP = "http"  # status not expected, redirect loop, malformed response
+    CONTENT = "content"  # body expectation failed
+    ERROR = "error"  # anything else
+
+
+class State(enum.StrEnum):
+    """Confirmed state of a target."""
+
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+
+
+# Phases as the blackbox exporter names them, in the order a request passes through them.
+PHASES: tuple[str, ...] = ("resolve", "connect", "tls", "processing", "transfer")
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRange:
+    """An inclusive range of accepted HTTP status codes."""
+
+    low: int
+    high: int
+
+    def __contains__(self, status: object) -> bool:
+        return isinstance(status, int) and self.low <= status <= self.high
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What to probe and how to judge it. Built by `monitor.config`; never mutated."""
+
+    name: str  # unique, [a-z0-9_.-]+, safe as a label value
+    url: str
+    kind: str = "http"
+    interval: float = 60.0
+    timeout: float = 10.0
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str | None = None  # request body
+    expect_status: tuple[StatusRange, ...] = (StatusRange(200, 399),)
+    body_contains: str | None = None
+    body_regex: str | None = None
+    follow_redirects: bool = True
+    max_redirects: int = 10
+    verify_tls: bool = True
+    max_body_bytes: int = 1024 * 1024  # decompressed bytes read at most
+    down_after: int = 3
+    up_after: int = 1
+    labels: tuple[tuple[str, str], ...] = ()
+    notifiers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The outcome of one probe. A probe never raises: every failure is described here."""
+
+    target: str
+    started_at: float  # POSIX time the probe started
+    duration: float  # seconds, start to verdict
+    ok: bool
+    failure: Failure | None = None
+    message: str = ""  # one line, no credentials
+    status: int | None = None  # final HTTP status, if a response arrived
+    phases: Mapping[str, float] = field(default_factory=dict)  # seconds by phase name
+    phase: str | None = None  # the phase a failure happened in (always set for timeouts)
+    cert_expiry: float | None = None  # POSIX time the server certificate expires
+    truncated: bool = False  # body reading stopped at max_body_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A confirmed change of state, emitted by the tracker."""
+
+    target: str
+    previous: State
+    state: State
+    at: float  # start of the *first* probe of the confirming run
+    result: ProbeResult  # the probe that confirmed it
+    first_failure: ProbeResult | None = None  # for → down: the first failing probe of the run
+    failures: Mapping[str, int] = field(default_factory=dict)  # class → count in the run
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """A period during which a target was confirmed down from one location."""
+
+    id: int
+    target: str
+    location: str
+    started_at: float
+    ended_at: float | None  # None while open
+    cause: Failure
+    message: str
+    failed_probes: int
+    counts: Mapping[str, int] = field(default_factory=dict)  # failure class → probes
+    maintenance: bool = False
+
+    @property
+    def open(self) -> bool:
+        return self.ended_at is None
+
+    def duration(self, now: float) -> float:
+        return (self.ended_at if self.ended_at is not None else now) - self.started_at
