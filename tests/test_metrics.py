@@ -1,0 +1,126 @@
+"""The metrics collector renders the DESIGN.md contract and removes series of removed targets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from monitor.metrics import Metrics, public_url
+from monitor.model import Failure, ProbeResult, State, Target
+
+PHASES = {"resolve": 0.001, "connect": 0.002, "tls": 0.003, "processing": 0.004,
+          "transfer": 0.005}
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(clock: Clock | None = None, **kwargs: object) -> tuple[Metrics, CollectorRegistry]:
+    registry = CollectorRegistry()
+    metrics = Metrics("here", registry, buckets=(0.1, 1.0), clock=clock or Clock(1000.0),
+                      **kwargs)  # type: ignore[arg-type]
+    metrics.set_targets([
+        Target("rt", "https://user:secret@www.rt.com/path?token=x", labels=(("country", "ru"),)),
+        Target("duma", "http://duma.gov.ru/"),
+    ])
+    return metrics, registry
+
+
+def ok(target: str, duration: float = 0.5) -> ProbeResult:
+    return ProbeResult(target, 1000.0, duration, True, status=200, phases=PHASES,
+                       cert_expiry=2000.0)
+
+
+def test_probe_results_become_samples() -> None:
+    metrics, reg = make()
+    metrics.observe(ok("rt", 0.05))
+    metrics.observe(ProbeResult("rt", 1010.0, 2.0, False, Failure.TIMEOUT, "timed out",
+                                phase="processing"))
+    labels = {"target": "rt", "location": "here"}
+    assert reg.get_sample_value("monitor_probe_success", labels) == 0
+    assert reg.get_sample_value("monitor_probes_total", {**labels, "result": "ok"}) == 1
+    assert reg.get_sample_value("monitor_probes_total", {**labels, "result": "timeout"}) == 1
+    assert reg.get_sample_value("monitor_probes_total", {**labels, "result": "dns"}) == 0
+    assert reg.get_sample_value("monitor_http_status_code", labels) == 0
+    assert reg.get_sample_value("monitor_tls_cert_expiry_timestamp_seconds", labels) == 2000.0
+    bucket = "monitor_probe_duration_seconds_bucket"
+    les = ("0.1", "1.0", "+Inf")
+    buckets = {le: reg.get_sample_value(bucket, {**labels, "le": le}) for le in les}
+    assert buckets == {"0.1": 1, "1.0": 1, "+Inf": 2}
+    assert reg.get_sample_value("monitor_probe_duration_seconds_sum", labels) == pytest.approx(2.05)
+    # Not probed yet: no probe series, but the info series is there.
+    duma = {"target": "duma", "location": "here"}
+    assert reg.get_sample_value("monitor_probe_success", duma) is None
+    assert reg.get_sample_value(
+        "monitor_target_info",
+        {**duma, "url": "http://duma.gov.ru/", "kind": "http", "country": ""}) == 1
+
+
+def test_info_url_has_no_credentials_or_query() -> None:
+    _, reg = make()
+    text = generate_latest(reg).decode()
+    assert "secret" not in text and "token" not in text
+    assert 'url="https://www.rt.com/path"' in text
+    assert public_url("http://[::1]:8080/x?y=1") == "http://[::1]:8080/x"
+
+
+def test_removed_target_loses_its_series() -> None:
+    metrics, reg = make()
+    metrics.observe(ok("rt"))
+    metrics.observe(ok("duma"))
+    metrics.set_targets([Target("duma", "http://duma.gov.ru/")])
+    text = generate_latest(reg).decode()
+    assert 'target="rt"' not in text
+    assert 'target="duma"' in text
+
+
+def test_state_and_downtime_follow_transitions() -> None:
+    clock = Clock(1000.0)
+    metrics, reg = make(clock)
+    labels = {"target": "rt", "location": "here"}
+    assert reg.get_sample_value("monitor_target_up", labels) is None  # unknown: absent
+    metrics.set_state("rt", State.UP, 900.0)
+    assert reg.get_sample_value("monitor_target_up", labels) == 1
+    clock.now = 1100.0
+    metrics.set_state("rt", State.DOWN, 1070.0)  # confirmed at 1100, started at 1070
+    metrics.outage_opened("rt")
+    clock.now = 1130.0
+    assert reg.get_sample_value("monitor_target_up", labels) == 0
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 60.0
+    metrics.set_state("rt", State.UP, 1130.0)
+    clock.now = 5000.0
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 60.0
+    assert reg.get_sample_value("monitor_outages_total", labels) == 1
+
+
+def test_per_target_histogram_can_be_switched_off() -> None:
+    metrics, reg = make(per_target_histogram=False)
+    metrics.observe(ok("rt"))
+    assert "monitor_probe_duration_seconds" not in generate_latest(reg).decode()
+
+
+def test_promtool_finds_nothing_to_complain_about() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing in CI: .ci/run must install Debian's prometheus")
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    metrics, reg = make()
+    metrics.observe(ok("rt"))
+    metrics.observe(ProbeResult("duma", 1000.0, 0.1, False, Failure.DNS, "no such name"))
+    metrics.set_state("rt", State.UP, 900.0)
+    metrics.set_uptime("rt", "1d", 0.999)
+    metrics.lateness.observe(0.01)
+    metrics.reload_success.set(1)
+    out = subprocess.run([promtool, "check", "metrics"], input=generate_latest(reg),
+                         capture_output=True, timeout=30, check=False)
+    assert out.returncode == 0 and not out.stdout and not out.stderr, out
