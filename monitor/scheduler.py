@@ -100,6 +100,11 @@ class Scheduler:
             self._add(new[name], now + new[name].interval * stable_fraction(name))
         return added, removed, changed
 
+    def next_run(self, name: str) -> float | None:
+        """When the target runs next (POSIX time), or None if it is not scheduled."""
+        job = self._scheduler.get_job(name)
+        return job.next_run_time.timestamp() if job and job.next_run_time else None
+
     async def shutdown(self) -> None:
         """Stop scheduling and cancel probes in flight (the executor cancels its tasks)."""
         if self._scheduler.running:
