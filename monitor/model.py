@@ -69,6 +69,7 @@ class Target:
     up_after: int = 1
     labels: tuple[tuple[str, str], ...] = ()
     notifiers: tuple[str, ...] = ()
+    source_address: str | None = None  # local address to probe from (a vantage point's IP)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,35 @@
+"""Probes: one function per target kind, each turning a Target into a ProbeResult.
+
+A probe never raises (except asyncio.CancelledError): every failure is a ProbeResult.
+Imports: stdlib, the probe modules of this package, monitor.model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from monitor.model import Failure, ProbeResult, Target
+from monitor.probes.http import probe_http
+
+__all__ = ["PROBES", "Probe", "probe_http", "run_probe"]
+
+Probe = Callable[[Target], Awaitable[ProbeResult]]
+
+# Target.kind → probe. Add a kind here and in monitor.config's validation.
+PROBES: Mapping[str, Probe] = {"http": probe_http}
+
+
+async def run_probe(target: Target) -> ProbeResult:
+    """Run the probe for `target.kind`; an unknown kind is a failed result, not an error."""
+    probe = PROBES.get(target.kind)
+    if probe is None:
+        return ProbeResult(
+            target=target.name,
+            started_at=time.time(),
+            duration=0.0,
+            ok=False,
+            failure=Failure.ERROR,
+            message=f"unknown probe kind {target.kind!r}",
+        )
+    return await probe(target)
