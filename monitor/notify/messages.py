@@ -1,0 +1,137 @@
+"""Rendering: the title and text people read, with per-notifier text templates.
+
+Templates use `string.Template` (`$target`, `${duration}`): substitution only, so a config
+file can never run code or reach attributes. Templates are checked when the config is
+read, so rendering cannot fail at send time.
+
+Imports: stdlib and monitor.notify.base.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from monitor.notify.base import KINDS, Message
+
+VARIABLES = ("target", "location", "cause", "error", "since", "duration", "url", "kind")
+
+TITLES: Mapping[str, str] = {
+    "down": "DOWN: $target from $location",
+    "up": "UP: $target from $location",
+    "reminder": "STILL DOWN: $target from $location",
+    "test": "TEST: monitor notification from $location",
+}
+
+TEXTS: Mapping[str, str] = {
+    "down": "$target is down from $location since $since.\nCause: $cause: $error\n$url",
+    "up": "$target is up again from $location after $duration (down since $since).\n$url",
+    "reminder": (
+        "$target is still down from $location: $duration so far (since $since).\n"
+        "Cause: $cause: $error\n$url"
+    ),
+    "test": "This is a test message from monitor at $location. If you can read it, it works.",
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    title: str
+    text: str
+
+
+def format_duration(seconds: float | None) -> str:
+    """A short human duration: "45s", "12m 30s", "3h 5m", "2d 4h"."""
+    if seconds is None:
+        return "unknown"
+    total = max(0, round(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    units = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    first = next((i for i, (n, _) in enumerate(units) if n), len(units) - 1)
+    # The largest unit and the next one say enough: seconds of a two-day outage are noise.
+    shown = [f"{n}{u}" for n, u in units[first : first + 2] if n]
+    return " ".join(shown) or "0s"
+
+
+def format_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def iso_time(ts: float) -> str:
+    """RFC 3339 in UTC, as APIs (Alertmanager, PagerDuty, webhooks) want it."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def variables(message: Message) -> dict[str, str]:
+    return {
+        "target": message.target,
+        "location": message.location,
+        "cause": message.cause or "unknown",
+        "error": message.error or "no message",
+        "since": format_time(message.since),
+        "duration": format_duration(message.duration),
+        "url": message.url,
+        "kind": message.kind,
+    }
+
+
+class Templates:
+    """Text templates by message kind; kinds without one use the default text."""
+
+    def __init__(self, texts: Mapping[str, str] | None = None):
+        self._texts = {kind: string.Template(TEXTS[kind]) for kind in KINDS}
+        self._titles = {kind: string.Template(TITLES[kind]) for kind in KINDS}
+        for kind, text in (texts or {}).items():
+            self._texts[kind] = string.Template(text)
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> Templates:
+        """Check templates from config: known kinds, valid syntax, known variables only."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"{where}: must be a mapping of message kind to text")
+        for kind, text in raw.items():
+            if kind not in KINDS:
+                raise ValueError(f"{where}.{kind}: unknown message kind (use {', '.join(KINDS)})")
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{where}.{kind}: must be a non-empty string")
+            template = string.Template(text)
+            if not template.is_valid():
+                raise ValueError(f"{where}.{kind}: invalid placeholder (write $$ for a dollar)")
+            for name in template.get_identifiers():
+                if name not in VARIABLES:
+                    raise ValueError(
+                        f"{where}.{kind}: unknown variable ${name} "
+                        f"(known: {', '.join('$' + v for v in VARIABLES)})"
+                    )
+        return cls(raw)
+
+    def render(self, message: Message) -> Rendered:
+        values = variables(message)
+        kind = message.kind if message.kind in KINDS else "down"
+        return Rendered(
+            title=self._titles[kind].safe_substitute(values),
+            text=self._texts[kind].safe_substitute(values).strip(),
+        )
+
+
+def notify_test_message(location: str, at: float, notifier: str = "") -> Message:
+    """The message `monitor notify-test NAME` sends."""
+    return Message(
+        kind="test",
+        key=f"test:{notifier}:{at:.0f}",
+        target="monitor-test",
+        location=location,
+        url="",
+        cause=None,
+        error="",
+        since=at,
+        duration=None,
+        outage_id=None,
+    )
