@@ -1,0 +1,47 @@
+"""Outage history: the `Store` interface and its SQLite implementation.
+
+Imports `monitor.model` and its own modules only. `monitor.app` makes a store with
+`open_store(config.store)` and passes it in; the CLI reads with `SqliteReader` while the
+daemon runs or not.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from monitor.store.base import Retention, Store, StoreError, TargetReport
+from monitor.store.sqlite import SqliteReader, SqliteStore
+
+__all__ = [
+    "Retention",
+    "SqliteReader",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "StoreSettings",
+    "TargetReport",
+    "open_store",
+]
+
+
+class StoreSettings(Protocol):
+    """What the store needs from the configuration (`monitor.config.StoreConfig`)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def minute_retention(self) -> float | None: ...
+    @property
+    def hour_retention(self) -> float | None: ...
+    @property
+    def outage_retention(self) -> float | None: ...
+
+
+def open_store(settings: StoreSettings) -> SqliteStore:
+    """The store these settings describe (SQLite so far); `await store.open()` before use."""
+    retention = Retention(
+        minutes=settings.minute_retention,
+        hours=settings.hour_retention,
+        outages=settings.outage_retention,
+    )
+    return SqliteStore(settings.path, retention=retention)

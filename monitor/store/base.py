@@ -1,0 +1,189 @@
+"""The store interface: what the rest of the monitor may ask of an outage history.
+
+Imports only `monitor.model`. A backend (SQLite now, PostgreSQL later) implements `Store`;
+the interval arithmetic below is shared so every backend computes uptime the same way.
+
+Known time: a target's state is known while the monitor ran (its run periods) and after
+the target's first confirmation. Uptime = (known time - downtime) / known time. Outages
+flagged as maintenance count neither as up nor as down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from monitor.model import Outage, ProbeResult, State, Transition
+
+DAY = 86400.0
+
+
+class StoreError(Exception):
+    """A read from the store failed (writes never raise: they are queued and retried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long each level of history is kept, in seconds (None = forever)."""
+
+    minutes: float | None = 14 * DAY
+    hours: float | None = 400 * DAY
+    outages: float | None = None  # closed outages; open ones are always kept
+
+
+@dataclass(frozen=True, slots=True)
+class TargetReport:
+    """Availability of one target from one location over a window (known time only)."""
+
+    target: str
+    location: str
+    uptime: float | None  # None when no time in the window was known
+    known_seconds: float
+    downtime_seconds: float
+    outages: int  # outages overlapping the window (maintenance excluded)
+    longest_seconds: float  # longest downtime of one outage within the window
+    mttr_seconds: float | None  # mean downtime of the outages that ended; None if none did
+
+
+class Store(Protocol):
+    """Outage history, rollups and run periods of one or more monitor locations."""
+
+    errors: dict[str, int]  # failed write attempts by kind (locked, readonly, full, io, ...)
+    dropped: int  # rollup buckets discarded because writes failed for too long
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None:
+        """Flush pending writes, end the current run and release the database."""
+
+    def record_result(self, location: str, result: ProbeResult) -> None:
+        """Count a result into its minute bucket in memory (written with the next flush)."""
+
+    async def flush(self) -> bool:
+        """Write everything pending now; True if it was written."""
+
+    async def apply_transition(
+        self, location: str, transition: Transition, maintenance: bool = False
+    ) -> Outage | None:
+        """Open (→ down) or close (→ up) an outage and save the target's state, atomically.
+
+        Returns the outage opened or closed. Never raises on store errors: the write stays
+        queued and the outage (with its final id) is returned from memory.
+        """
+
+    async def open_outages(self, location: str) -> list[Outage]: ...
+
+    async def target_states(self, location: str) -> dict[str, tuple[State, float | None]]: ...
+
+    async def outages(
+        self,
+        *,
+        target: str | None = None,
+        location: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        open: bool | None = None,
+        limit: int = 1000,
+    ) -> list[Outage]:
+        """Outages overlapping [since, until], newest first."""
+
+    async def uptime(self, location: str, target: str, since: float, now: float) -> float | None:
+        """Known-time uptime ratio over [since, now]; None when no time was known."""
+
+    async def report(
+        self, since: float, now: float, location: str | None = None
+    ) -> list[TargetReport]: ...
+
+    async def start_run(self, location: str, now: float) -> int:
+        """Record that the monitor started; returns the run id."""
+
+    async def end_run(self, now: float) -> None: ...
+
+    async def prune(self, now: float) -> None:
+        """Delete history older than the retention allows."""
+
+
+# Interval arithmetic on sorted, non-overlapping lists of (start, end) pairs.
+Interval = tuple[float, float]
+
+
+def union(intervals: Iterable[Interval]) -> list[Interval]:
+    merged: list[Interval] = []
+    for start, end in sorted(i for i in intervals if i[1] > i[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def intersect(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
+    out: list[Interval] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if end > start:
+            out.append((start, end))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def subtract(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
+    out: list[Interval] = []
+    for start, end in a:
+        for b_start, b_end in b:
+            if b_end <= start or b_start >= end:
+                continue
+            if b_start > start:
+                out.append((start, b_start))
+            start = max(start, b_end)
+        if end > start:
+            out.append((start, end))
+    return out
+
+
+def total(intervals: Iterable[Interval]) -> float:
+    return sum(end - start for start, end in intervals)
+
+
+def _span(outage: Outage, now: float) -> Interval:
+    return (outage.started_at, outage.ended_at if outage.ended_at is not None else now)
+
+
+def summarize(
+    target: str,
+    location: str,
+    runs: Iterable[Interval],
+    known_since: float | None,
+    outages: Iterable[Outage],
+    since: float,
+    now: float,
+) -> TargetReport:
+    """Availability over [since, now] from run periods, first confirmation and outages."""
+    outages = list(outages)
+    known: list[Interval] = []
+    if known_since is not None and max(since, known_since) < now:
+        window = [(max(since, known_since), now)]
+        maintenance = union(_span(o, now) for o in outages if o.maintenance)
+        known = subtract(intersect(union(runs), window), maintenance)
+    known_seconds = total(known)
+
+    counted = [o for o in outages if not o.maintenance and o.started_at <= now]
+    counted = [o for o in counted if o.ended_at is None or o.ended_at >= since]
+    per_outage = [total(intersect([_span(o, now)], known)) for o in counted]
+    downtime = total(intersect(union(_span(o, now) for o in counted), known))
+    ended = [d for o, d in zip(counted, per_outage, strict=True) if o.ended_at is not None]
+    return TargetReport(
+        target=target,
+        location=location,
+        uptime=(known_seconds - downtime) / known_seconds if known_seconds > 0 else None,
+        known_seconds=known_seconds,
+        downtime_seconds=downtime,
+        outages=len(counted),
+        longest_seconds=max(per_outage, default=0.0),
+        mttr_seconds=sum(ended) / len(ended) if ended else None,
+    )
