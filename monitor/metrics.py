@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -74,12 +74,14 @@ class Metrics:
         *,
         buckets: Sequence[float] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         per_target_histogram: bool = True,
+        store_errors: Callable[[], Mapping[str, int]] = dict,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.location = location
         self._buckets = tuple(sorted(float(b) for b in buckets if not math.isinf(b)))
         self.per_target_histogram = per_target_histogram
         self._clock = clock
+        self._store_errors = store_errors  # read at scrape time: the store counts them
         self._series: dict[str, _Series] = {}
         registry.register(self)
         self.lateness = Histogram(
@@ -102,10 +104,6 @@ class Metrics:
         self.notifications = Counter(
             "monitor_notifications", "Notification delivery attempts by outcome.",
             ["location", "notifier", "outcome"], registry=registry,
-        )
-        self.store_errors = Counter(
-            "monitor_store_errors", "Store writes that failed, by kind of error.",
-            ["location", "kind"], registry=registry,
         )
 
     # --- updates -------------------------------------------------------------------------
@@ -241,8 +239,13 @@ class Metrics:
                     cumulative.append((le, acc))
                 cumulative.append(("+Inf", s.count))
                 duration.add_metric([name, loc], cumulative, s.sum)
-        for family in (info, success, duration, phase, probes, status, cert, up, outages,
-                       downtime, uptime):
+        store_errors = CounterMetricFamily("monitor_store_errors",
+                                           "History writes that failed, by kind of error.",
+                                           labels=["location", "kind"])
+        for kind, n in self._store_errors().items():
+            store_errors.add_metric([loc, kind], n)
+        for family in (store_errors, info, success, duration, phase, probes, status, cert, up,
+                       outages, downtime, uptime):
             if family.samples:  # an empty family would still print HELP and TYPE
                 yield family
 

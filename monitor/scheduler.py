@@ -55,6 +55,7 @@ class Scheduler:
         self._clock = clock
         self._targets: dict[str, Target] = {}
         self._due: dict[str, float] = {}  # job id → scheduled time of the run just submitted
+        self._stopping = False
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
         self._scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
@@ -107,6 +108,7 @@ class Scheduler:
 
     async def shutdown(self) -> None:
         """Stop scheduling and cancel probes in flight (the executor cancels its tasks)."""
+        self._stopping = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         await asyncio.sleep(0)  # let cancelled probe tasks unwind
@@ -127,8 +129,14 @@ class Scheduler:
         if due is not None:
             self._on_lateness(max(0.0, self._clock() - due))
         target = self._targets.get(name)
-        if target is not None:
+        if target is None:
+            return
+        try:
             await self._run(target)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # Cancelled by shutdown: an expected end, not an error for APScheduler to log.
 
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
         times = event.scheduled_run_times

@@ -1,0 +1,218 @@
+"""Command line: `monitor run | check | validate | outages | report | demo | notify-test`.
+
+Each sub-command's --help teaches it with an example. This module parses arguments and
+prints; the work is done by the modules it calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from monitor import __version__
+from monitor.config import ConfigError, load_config, parse_duration
+from monitor.model import PHASES, ProbeResult, Target
+
+DEFAULT_CONFIG = "config/monitor.yaml"
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monitor", formatter_class=_formatter,
+        description="Website availability monitor: probes sites on a schedule, records outage "
+                    "periods with their causes,\nand exposes Prometheus metrics for Grafana.",
+        epilog="examples:\n"
+               "  monitor run                          # the daemon on config/monitor.yaml\n"
+               "  monitor check https://example.com/   # probe once, print phases\n"
+               "  monitor validate config/monitor.yaml\n\n"
+               "Run `monitor COMMAND --help` for each command's options.")
+    parser.add_argument("--version", action="version", version=f"monitor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", formatter_class=_formatter, help="run the monitoring daemon",
+        description="Run the daemon: probe every target on its schedule, keep outage history, "
+                    "serve /metrics,\n/healthz, the JSON API and a status page. SIGHUP (or POST "
+                    "/-/reload) re-reads the config;\na broken config is rejected and the old "
+                    "one keeps running. SIGTERM or Ctrl-C stops it.",
+        epilog="examples:\n"
+               "  monitor run\n"
+               "  monitor run --config /etc/monitor/monitor.yaml --listen 0.0.0.0\n"
+               "  monitor run --shard 2/4      # the second of four stable shards of the targets")
+    run.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                     help=f"config file (default: {DEFAULT_CONFIG})")
+    run.add_argument("--listen", help="address to bind, overriding server.listen")
+    run.add_argument("--port", type=int, help="port to bind, overriding server.port")
+    run.add_argument("--shard", type=_shard, metavar="I/N",
+                     help="run only the I-th of N stable shards of the targets (1 <= I <= N)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    check = sub.add_parser(
+        "check", formatter_class=_formatter, help="probe URLs once and print the verdict",
+        description="Probe each URL once, as the daemon would (a fresh DNS lookup, connection "
+                    "and TLS handshake),\nand print the verdict, failure class, HTTP status and "
+                    "the time of each phase.\nExit status 0 only if every URL is up.",
+        epilog="examples:\n"
+               "  monitor check https://www.rt.com/ http://duma.gov.ru/\n"
+               "  monitor check --timeout 5s --expect-status 200-299 https://example.com/\n"
+               "  monitor check --json https://example.com/ | jq .")
+    check.add_argument("urls", nargs="+", metavar="URL")
+    check.add_argument("--json", action="store_true", help="print one JSON object per URL")
+    check.add_argument("--timeout", default="10s", help="probe deadline (default 10s)")
+    check.add_argument("--contains", help="the body must contain this text")
+    check.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+    check.add_argument("--no-follow", action="store_true", help="do not follow redirects")
+
+    validate = sub.add_parser(
+        "validate", formatter_class=_formatter, help="check a config file",
+        description="Check a config file and list every error as FILE:LINE: path: problem.\n"
+                    "Exit status 0 if it is valid, 1 if not.",
+        epilog="example:\n  monitor validate config/monitor.yaml")
+    validate.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
+
+    demo = sub.add_parser(
+        "demo", formatter_class=_formatter, help="replay the February 2022 outages on loopback",
+        description="Start local sites that replay, in a loop, the trouble of February 2022 "
+                    "(timeouts under load,\n503s, refused connections, a slow death, a site "
+                    "blocked from one vantage point) and two\nmonitors watching them from "
+                    "127.0.0.1 (location demo-a, port P) and 127.0.0.2 (demo-b, port P+1).\n"
+                    "Nothing leaves the machine. Point Prometheus at both ports (compose.yaml "
+                    "does) to see\nthe outages in the dashboards.",
+        epilog="examples:\n"
+               "  monitor demo                 # monitors on :9321 and :9322, a 3-minute loop\n"
+               "  monitor demo --cycle 60s     # faster")
+    demo.add_argument("--port", type=int, default=9321, help="first monitor's port (default 9321)")
+    demo.add_argument("--cycle", default="3m", help="length of one replay loop (default 3m)")
+    demo.add_argument("--data", help="directory for the demo's history (default: a temp dir)")
+    demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write the shard as I/N, e.g. 1/4") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 1 <= I <= N")
+    return i, n
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"run": cmd_run, "check": cmd_check, "validate": cmd_validate,
+               "demo": cmd_demo}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.app import run_daemon
+
+    setup_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"monitor: {args.config} is not valid:", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"monitor: cannot read {args.config}: {exc.strerror}", file=sys.stderr)
+        return 2
+    asyncio.run(run_daemon(config, listen=args.listen, port=args.port, shard=args.shard))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monitor.demo import run_demo
+
+    setup_logging(args.log_level)
+    try:
+        cycle = parse_duration(args.cycle)
+    except ValueError as exc:
+        print(f"monitor demo: --cycle: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        task = asyncio.create_task(run_demo(port=args.port, cycle=cycle, data_dir=args.data))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.path)
+    except ConfigError as exc:
+        print(str(exc))
+        print(f"{len(exc.errors)} error(s) in {args.path}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{args.path}: {exc.strerror}")
+        return 1
+    print(f"{args.path}: ok, {len(config.targets)} targets, location {config.location}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from monitor.probes import run_probe
+
+    try:
+        timeout = parse_duration(args.timeout)
+    except ValueError as exc:
+        print(f"monitor check: --timeout: {exc}", file=sys.stderr)
+        return 2
+    targets = [
+        Target(name=f"url{i}", url=url, timeout=timeout, interval=max(timeout, 1.0),
+               body_contains=args.contains, verify_tls=not args.insecure,
+               follow_redirects=not args.no_follow)
+        for i, url in enumerate(args.urls)
+    ]
+
+    async def probe_all() -> list[ProbeResult]:
+        return await asyncio.gather(*(run_probe(t) for t in targets))
+
+    results = asyncio.run(probe_all())
+    for target, result in zip(targets, results, strict=True):
+        print(json.dumps(check_json(target, result)) if args.json else check_line(target, result))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def check_json(target: Target, r: ProbeResult) -> dict[str, object]:
+    return {"url": target.url, "up": r.ok, "failure": r.failure.value if r.failure else None,
+            "phase": r.phase, "message": r.message, "status": r.status,
+            "duration_seconds": round(r.duration, 6),
+            "phases": {p: round(r.phases[p], 6) for p in PHASES if p in r.phases},
+            "cert_expiry": r.cert_expiry}
+
+
+def check_line(target: Target, r: ProbeResult) -> str:
+    verdict = "UP  " if r.ok else "DOWN"
+    phases = " ".join(f"{p}={r.phases[p] * 1000:.1f}ms" for p in PHASES if p in r.phases)
+    why = "" if r.ok else f" {r.failure}: {r.message}"
+    return (f"{verdict} {target.url} status={r.status or '-'} "
+            f"total={r.duration * 1000:.1f}ms {phases}{why}")

@@ -1,0 +1,203 @@
+"""`monitor demo`: the February 2022 outages, replayed on loopback in a few minutes.
+
+Local target servers play, in a loop of `cycle` seconds, the kinds of trouble the reports
+described; two monitors (locations `demo-a` from 127.0.0.1 and `demo-b` from 127.0.0.2)
+watch them, so "down everywhere" and "blocked from one place" can both be seen. Nothing
+leaves the machine. The TLS site uses a self-signed certificate shipped for the demo only
+(`demo_data/`), so that the TLS phase and expiry panels have data.
+
+| target  | plays                                   | when (fraction of the cycle) |
+|---------|-----------------------------------------|------------------------------|
+| rt      | times out under load                    | 0.15 – 0.45                  |
+| duma    | answers 503                             | 0.25 – 0.55                  |
+| mil     | refuses connections                     | 0.35 – 0.65                  |
+| kremlin | gets slower until it times out          | slower all along, times out after ~0.6 |
+| gazprom | healthy throughout, over TLS            | —                            |
+| geo     | refuses the second vantage point only   | always, from demo-b          |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from monitor.config import Config, MetricsConfig, ServerConfig, StoreConfig
+from monitor.model import Target
+
+log = logging.getLogger("monitor.demo")
+
+INTERVAL = 2.0
+TIMEOUT = 1.5
+BLOCKED_SOURCE = "127.0.0.2"
+LOCATIONS = (("demo-a", "127.0.0.1"), ("demo-b", BLOCKED_SOURCE))
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    start: float  # fractions of the cycle
+    end: float
+
+    def __contains__(self, phase: float) -> bool:
+        return self.start <= phase < self.end
+
+
+RT_OVERLOAD = Window(0.15, 0.45)
+DUMA_503 = Window(0.25, 0.55)
+MIL_REFUSED = Window(0.35, 0.65)
+
+
+class Scenario:
+    """The replay clock: where in the cycle we are."""
+
+    def __init__(self, cycle: float, clock: Callable[[], float] = time.time) -> None:
+        self.cycle = cycle
+        self.clock = clock
+        self.t0 = clock()
+
+    def phase(self) -> float:
+        return ((self.clock() - self.t0) % self.cycle) / self.cycle
+
+
+def target_app(scenario: Scenario) -> web.Application:
+    routes = web.RouteTableDef()
+
+    @routes.get("/rt")
+    async def rt(request: web.Request) -> web.Response:
+        if scenario.phase() in RT_OVERLOAD:
+            await asyncio.sleep(TIMEOUT * 3)  # overloaded: no answer within the timeout
+        return web.Response(text="RT: news")
+
+    @routes.get("/duma")
+    async def duma(request: web.Request) -> web.Response:
+        if scenario.phase() in DUMA_503:
+            return web.Response(status=503, text="Service Unavailable")
+        return web.Response(text="State Duma")
+
+    @routes.get("/mil")
+    async def mil(request: web.Request) -> web.Response:
+        return web.Response(text="Ministry of Defence")  # its trouble is the port (Flapper)
+
+    @routes.get("/kremlin")
+    async def kremlin(request: web.Request) -> web.Response:
+        # Latency grows through the cycle and passes the timeout at 60 % of it.
+        await asyncio.sleep(TIMEOUT * scenario.phase() / 0.6)
+        return web.Response(text="President of Russia")
+
+    @routes.get("/gazprom")
+    async def gazprom(request: web.Request) -> web.Response:
+        return web.Response(text="Gazprom")
+
+    @routes.get("/geo")
+    async def geo(request: web.Request) -> web.Response:
+        if request.remote == BLOCKED_SOURCE:  # geo-blocked: drop the connection
+            assert request.transport is not None
+            request.transport.abort()
+        return web.Response(text="geo-fenced site")
+
+    app = web.Application()
+    app.add_routes(routes)
+    return app
+
+
+class Flapper:
+    """A port that accepts HTTP connections or refuses them, following the scenario."""
+
+    def __init__(self, runner: web.AppRunner, port: int, scenario: Scenario) -> None:
+        self.runner, self.port, self.scenario = runner, port, scenario
+        self.site: web.TCPSite | None = None
+
+    async def run(self) -> None:
+        while True:
+            refusing = self.scenario.phase() in MIL_REFUSED
+            if refusing and self.site is not None:
+                await self.site.stop()
+                self.site = None
+            elif not refusing and self.site is None:
+                self.site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True)
+                await self.site.start()
+            await asyncio.sleep(0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_tls_context() -> ssl.SSLContext:
+    files = resources.files("monitor") / "demo_data"
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with resources.as_file(files / "localhost.crt") as crt, \
+            resources.as_file(files / "localhost.key") as key:
+        context.load_cert_chain(crt, key)
+    return context
+
+
+def demo_targets(port: int, mil_port: int, tls_port: int) -> tuple[Target, ...]:
+    base = f"http://127.0.0.1:{port}"
+    common = {"interval": INTERVAL, "timeout": TIMEOUT, "down_after": 2}
+    return (
+        Target("rt", f"{base}/rt", labels=(("scenario", "timeout under load"),), **common),
+        Target("duma", f"{base}/duma", labels=(("scenario", "503"),), **common),
+        Target("mil", f"http://127.0.0.1:{mil_port}/mil", labels=(("scenario", "refused"),),
+               **common),
+        Target("kremlin", f"{base}/kremlin", labels=(("scenario", "slower then timeout"),),
+               **common),
+        Target("gazprom", f"https://127.0.0.1:{tls_port}/gazprom", verify_tls=False,
+               labels=(("scenario", "healthy"),), **common),
+        Target("geo", f"{base}/geo", labels=(("scenario", "blocked from demo-b"),), **common),
+    )
+
+
+async def run_demo(*, port: int = 9321, cycle: float = 180.0, data_dir: str | None = None,
+                   ready: Callable[[], None] | None = None) -> None:
+    """Run target servers and two monitors (ports `port` and `port + 1`) until cancelled."""
+    from monitor.app import run_monitor  # the demo sits above the daemon
+
+    scenario = Scenario(cycle)
+    runner = web.AppRunner(target_app(scenario), access_log=None, handle_signals=False)
+    await runner.setup()
+    target_port, mil_port, tls_port = free_port(), free_port(), free_port()
+    await web.TCPSite(runner, "127.0.0.1", target_port).start()
+    await web.TCPSite(runner, "127.0.0.1", tls_port, ssl_context=demo_tls_context()).start()
+    mil_runner = web.AppRunner(target_app(scenario), access_log=None, handle_signals=False)
+    await mil_runner.setup()
+    flapper = asyncio.create_task(Flapper(mil_runner, mil_port, scenario).run())
+    targets = demo_targets(target_port, mil_port, tls_port)
+    with contextlib.ExitStack() as stack:
+        data = Path(data_dir or stack.enter_context(tempfile.TemporaryDirectory()))
+        configs = [
+            Config(source="<demo>", location=location,
+                   server=ServerConfig(listen="127.0.0.1", port=port + i),
+                   store=StoreConfig(path=str(data / f"{location}.db")),
+                   metrics=MetricsConfig(duration_buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5)),
+                   targets=tuple(replace(t, source_address=source) for t in targets))
+            for i, (location, source) in enumerate(LOCATIONS)]
+        log.info("demo: targets on 127.0.0.1:%d (mil on :%d), cycle %.0fs; monitors %s",
+                 target_port, mil_port, cycle,
+                 ", ".join(f"{c.location} on http://127.0.0.1:{c.server.port}/" for c in configs))
+        started = [asyncio.Event() for _ in configs]
+        monitors = [asyncio.create_task(run_monitor(c, ready=e.set))
+                    for c, e in zip(configs, started, strict=True)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 30)
+            if ready:
+                ready()
+            await asyncio.gather(*monitors)
+        finally:
+            for task in (*monitors, flapper):
+                task.cancel()
+            await asyncio.gather(*monitors, flapper, return_exceptions=True)
+            await runner.cleanup()
+            await mil_runner.cleanup()

@@ -1,0 +1,129 @@
+"""Run `monitor run` as a real subprocess and follow its log, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Self
+
+import aiohttp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    """`python -m monitor run` on a config file; every log line is kept and can be awaited."""
+
+    def __init__(self, config: Path, *, port: int | None = None, args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.port = port or free_port()
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
+        self.lines: list[str] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._changed = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "monitor", "run", "--config", str(self.config),
+            "--port", str(self.port), *self.args,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=self.env,
+            cwd=self.config.parent)
+        self._reader = asyncio.create_task(self._read())
+        await self.wait_for_log(r"started: ")
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            async with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        async with self._changed:
+            self.lines.append("<exit>")
+            self._changed.notify_all()
+
+    async def wait_for_log(self, pattern: str, *, after: int = 0, limit: float = 30) -> str:
+        """The first log line from index `after` on that matches `pattern`."""
+        regex = re.compile(pattern)
+
+        def found() -> str | None:
+            for line in self.lines[after:]:
+                if regex.search(line):
+                    return line
+                if line == "<exit>":
+                    raise AssertionError(f"daemon exited before {pattern!r}:\n" + self.log())
+            return None
+
+        async with asyncio.timeout(limit), self._changed:
+            while (line := found()) is None:
+                await self._changed.wait()
+        return line
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    async def metrics(self) -> str:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.base}/metrics") as r:
+            assert r.status == 200
+            return await r.text()
+
+    async def get_json(self, path: str) -> tuple[int, object]:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.base}{path}") as r:
+            return r.status, await r.json()
+
+    async def post(self, path: str) -> tuple[int, object]:
+        async with aiohttp.ClientSession() as s, s.post(f"{self.base}{path}") as r:
+            return r.status, await r.json()
+
+    def send(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM, limit: float = 30) -> int:
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            async with asyncio.timeout(limit):
+                code = await self.proc.wait()
+        except TimeoutError:
+            self.proc.kill()
+            code = await self.proc.wait()
+        if self._reader:
+            await self._reader
+        return code
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the one sample `name{labels...}` in an exposition, or None."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', head))
+        if head.split("{")[0] == name and all(found.get(k) == v for k, v in labels.items()):
+            return float(value)
+    return None
