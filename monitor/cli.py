@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 from monitor import __version__
@@ -80,6 +81,33 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  monitor validate config/monitor.yaml")
     validate.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
 
+    for name, help_, desc, example, since in (
+        ("outages", "list outage periods from the history",
+         "List outages (newest first) with start, end, duration, cause and first error, read\n"
+         "from the history file. Works while the daemon runs and when it is stopped.",
+         "  monitor outages --since 7d\n"
+         "  monitor outages --target rt.com --since 2022-02-24T00:00:00Z --format csv\n"
+         "  monitor outages --open            # what is down right now", "30d"),
+        ("report", "uptime, outages and recovery times per target",
+         "Per target and location: uptime over known time (time the monitor was not running\n"
+         "is not counted), number of outages, total and longest downtime, mean time to\n"
+         "recovery. Reads the history file; works while the daemon runs or not.",
+         "  monitor report\n  monitor report --since 7d --format json", "30d"),
+    ):
+        cmd = sub.add_parser(name, formatter_class=_formatter, help=help_, description=desc,
+                             epilog="examples:\n" + example)
+        cmd.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                         help=f"config whose store.path to read (default: {DEFAULT_CONFIG})")
+        cmd.add_argument("--db", help="history file to read, instead of the config's")
+        cmd.add_argument("--since", default=since,
+                         help=f"look-back (7d, 12h) or RFC 3339 time (default: {since})")
+        cmd.add_argument("--until", help="end of the window (default: now)")
+        cmd.add_argument("--location", help="only this vantage point")
+        cmd.add_argument("--format", "-f", choices=["table", "json", "csv"], default="table")
+        if name == "outages":
+            cmd.add_argument("--target", "-t", help="only this target")
+            cmd.add_argument("--open", action="store_true", help="only outages still going on")
+
     demo = sub.add_parser(
         "demo", formatter_class=_formatter, help="replay the February 2022 outages on loopback",
         description="Start local sites that replay, in a loop, the trouble of February 2022 "
@@ -111,7 +139,7 @@ def _shard(text: str) -> tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "check": cmd_check, "validate": cmd_validate,
-               "demo": cmd_demo}[args.command]
+               "demo": cmd_demo, "outages": cmd_history, "report": cmd_history}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -161,6 +189,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
             await task
 
     asyncio.run(main())
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """`monitor outages` and `monitor report`: read the history file directly."""
+    from monitor.reports import format_outages, format_report
+    from monitor.server import parse_time
+    from monitor.store import SqliteReader, StoreError
+
+    path = args.db
+    if path is None:
+        try:
+            path = load_config(args.config).store.path
+        except ConfigError as exc:
+            print(f"monitor {args.command}: {args.config} is not valid (or use --db):\n{exc}",
+                  file=sys.stderr)
+            return 2
+    now = time.time()
+    try:
+        since = parse_time(args.since, now)
+        until = parse_time(args.until, now) if args.until else now
+    except ValueError as exc:
+        print(f"monitor {args.command}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with SqliteReader(path) as reader:
+            if args.command == "outages":
+                found = reader.outages(target=args.target, location=args.location, since=since,
+                                       until=until, open=True if args.open else None,
+                                       limit=None)
+                print(format_outages(found, now, args.format))
+            else:
+                print(format_report(reader.report(since, until, location=args.location),
+                                    args.format))
+    except StoreError as exc:
+        print(f"monitor {args.command}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,87 @@
+"""Outage lists and availability reports as text tables, CSV or JSON (for the CLI).
+
+Pure formatting: imports monitor.model, monitor.store.base and monitor.server's time
+helpers only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+
+from monitor.model import Outage
+from monitor.server import outage_json, rfc3339
+from monitor.store.base import TargetReport
+
+
+def human_duration(seconds: float | None) -> str:
+    """`3d 4h`, `12m 30s`, `45s` — two units at most."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size or (unit == "s" and not parts):
+            parts.append(f"{s // size}{unit}")
+            s %= size
+    return " ".join(parts[:2])
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    return "\n".join(lines)
+
+
+def format_outages(outages: Sequence[Outage], now: float, fmt: str) -> str:
+    records = [outage_json(o, now) for o in outages]
+    if fmt == "json":
+        return json.dumps(records, indent=1)
+    columns = ["id", "target", "location", "started_at", "ended_at", "duration_seconds",
+               "cause", "failed_probes", "message"]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore",
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        return out.getvalue().rstrip("\n")
+    if not outages:
+        return "no outages"
+    rows = [[str(o.id), o.target, o.location, rfc3339(o.started_at) or "",
+             rfc3339(o.ended_at) or "ongoing", human_duration(o.duration(now)),
+             o.cause.value + (" (maintenance)" if o.maintenance else ""),
+             str(o.failed_probes), o.message] for o in outages]
+    return table(["ID", "TARGET", "LOCATION", "STARTED", "ENDED", "DURATION", "CAUSE",
+                  "PROBES", "FIRST ERROR"], rows)
+
+
+def format_report(reports: Sequence[TargetReport], fmt: str) -> str:
+    records = [{"target": r.target, "location": r.location,
+                "uptime_percent": None if r.uptime is None else round(r.uptime * 100, 4),
+                "outages": r.outages, "downtime_seconds": round(r.downtime_seconds, 1),
+                "longest_seconds": round(r.longest_seconds, 1),
+                "mttr_seconds": None if r.mttr_seconds is None else round(r.mttr_seconds, 1),
+                "known_seconds": round(r.known_seconds, 1)} for r in reports]
+    if fmt == "json":
+        return json.dumps(records, indent=1)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else ["target"],
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        return out.getvalue().rstrip("\n")
+    if not reports:
+        return "no history in this window"
+    rows = [[r.target, r.location, "-" if r.uptime is None else f"{r.uptime * 100:.3f}%",
+             str(r.outages), human_duration(r.downtime_seconds),
+             human_duration(r.longest_seconds), human_duration(r.mttr_seconds),
+             human_duration(r.known_seconds)] for r in reports]
+    return table(["TARGET", "LOCATION", "UPTIME", "OUTAGES", "DOWNTIME", "LONGEST", "MTTR",
+                  "KNOWN TIME"], rows)
