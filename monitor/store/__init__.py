@@ -1,19 +1,33 @@
 """Outage history: the `Store` interface and its SQLite implementation.
 
 Imports `monitor.model` and its own modules only. `monitor.app` makes a store with
-`open_store(config.store)` and passes it in; the CLI reads with `SqliteReader` while the
-daemon runs or not.
+`open_store(config.store)` and passes it in; its `outbox` feeds the notification sender.
+The CLI reads with `SqliteReader` while the daemon runs or not.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from monitor.store.base import Retention, Store, StoreError, TargetReport
-from monitor.store.sqlite import SqliteReader, SqliteStore
+from monitor.store.base import (
+    Notification,
+    Notifications,
+    Outbox,
+    OutboxRow,
+    Retention,
+    Store,
+    StoreError,
+    TargetReport,
+)
+from monitor.store.sqlite import SqliteOutbox, SqliteReader, SqliteStore
 
 __all__ = [
+    "Notification",
+    "Notifications",
+    "Outbox",
+    "OutboxRow",
     "Retention",
+    "SqliteOutbox",
     "SqliteReader",
     "SqliteStore",
     "Store",

@@ -3,6 +3,10 @@
 Imports only `monitor.model`. A backend (SQLite now, PostgreSQL later) implements `Store`;
 the interval arithmetic below is shared so every backend computes uptime the same way.
 
+The outbox: notifications waiting to be delivered, written in the same transaction as the
+outage change they announce. The store keeps their payloads as JSON objects and knows
+nothing about messages or channels; `monitor.app` converts (`Message.to_dict`/`from_dict`).
+
 Known time: a target's state is known while the monitor ran (its run periods) and after
 the target's first confirmation. Uptime = (known time - downtime) / known time. Outages
 flagged as maintenance count neither as up nor as down.
@@ -10,9 +14,9 @@ flagged as maintenance count neither as up nor as down.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from monitor.model import Outage, ProbeResult, State, Transition
 
@@ -46,11 +50,65 @@ class TargetReport:
     mttr_seconds: float | None  # mean downtime of the outages that ended; None if none did
 
 
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A message to put in the outbox for one notifier.
+
+    `key` is the idempotency key (outage id + kind): one row per (notifier, key), ever, so
+    enqueuing it again is a no-op. `payload` must be a JSON object. `outage_id` orders the
+    messages of one outage (see `Outbox.due`); `apply_transition` fills it in.
+    """
+
+    notifier: str
+    key: str
+    payload: Mapping[str, Any]
+    outage_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A pending outbox entry as `Outbox.due` returns it (treat `payload` as read-only)."""
+
+    id: int  # increases with insertion order
+    notifier: str
+    key: str
+    outage_id: int | None
+    payload: Mapping[str, Any]
+    attempts: int  # delivery attempts made so far
+    next_attempt_at: float
+    created_at: float
+
+
+# Builds the notifications of an outage once the store has given it its id.
+Notifications = Callable[[Outage], Iterable[Notification]]
+
+
+class Outbox(Protocol):
+    """The persisted queue of notifications, as the sender (through the app) uses it."""
+
+    async def due(self, now: float, limit: int, exclude: Collection[int] = ()) -> list[OutboxRow]:
+        """Pending entries (neither delivered nor given up) whose next attempt time has
+        come and whose id is not in `exclude`, by id, at most `limit`. An entry is held back
+        while an older pending entry exists for the same notifier and outage, so an "up"
+        never overtakes its "down", across restarts too."""
+
+    async def delivered(self, entry_id: int, now: float) -> None: ...
+
+    async def retry(self, entry_id: int, next_attempt_at: float, error: str) -> None:
+        """Count one more attempt and wait until `next_attempt_at`."""
+
+    async def give_up(self, entry_id: int, error: str) -> None: ...
+
+    def pending(self) -> int:
+        """Entries neither delivered nor given up (the `monitor_notification_queue` gauge)."""
+
+
 class Store(Protocol):
     """Outage history, rollups and run periods of one or more monitor locations."""
 
     errors: dict[str, int]  # failed write attempts by kind (locked, readonly, full, io, ...)
     dropped: int  # rollup buckets discarded because writes failed for too long
+    outbox: Outbox
 
     async def open(self) -> None: ...
 
@@ -64,13 +122,25 @@ class Store(Protocol):
         """Write everything pending now; True if it was written."""
 
     async def apply_transition(
-        self, location: str, transition: Transition, maintenance: bool = False
+        self,
+        location: str,
+        transition: Transition,
+        maintenance: bool = False,
+        notifications: Notifications | None = None,
     ) -> Outage | None:
         """Open (→ down) or close (→ up) an outage and save the target's state, atomically.
 
         Returns the outage opened or closed. Never raises on store errors: the write stays
         queued and the outage (with its final id) is returned from memory.
+
+        When there is an outage (also one already open, on a repeated → down) and
+        `notifications` is given, it is called with that outage and its notifications are
+        enqueued in the same transaction. If it raises, nothing at all changes.
         """
+
+    async def enqueue(self, notifications: Iterable[Notification]) -> int:
+        """Add notifications (reminders, for example) to the outbox in one transaction;
+        returns how many were new (known keys are skipped)."""
 
     async def open_outages(self, location: str) -> list[Outage]: ...
 

@@ -20,6 +20,17 @@ the next flush retries. A read-only or vanished file is reopened before the retr
 Outage and run ids are assigned in memory (one writer per file), so a caller gets the final
 id at once even while the database is failing.
 
+The notification outbox follows the same rule: the store keeps every pending entry in
+memory (loaded at open) and serves `outbox.due()` from there, while inserts and state
+changes go through the same queue as outage changes. So an entry enqueued with a transition
+is written in that transition's transaction; an entry marked delivered is never handed out
+again, even before that is written; entries enqueued while the database fails are delivered
+anyway and written once it recovers; and a restart delivers exactly what was not marked
+delivered or given up by a successful write. Keys known to memory (pending entries, entries
+of open outages, everything enqueued in this run) are skipped at once; UNIQUE (notifier,
+key) keeps the table to one row per key in any case, and an insert it ignores is dropped
+from memory after the write.
+
 Schema: `PRAGMA user_version` numbers the migrations applied; `MIGRATIONS` is append-only.
 Rollups refer to a `series` row (target, location) instead of repeating the names in every
 row, and keep latency in integer milliseconds: both halve the size of the biggest tables.
@@ -34,7 +45,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -42,7 +53,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from monitor.model import Failure, Outage, ProbeResult, State, Transition
-from monitor.store.base import Interval, Retention, StoreError, TargetReport, summarize
+from monitor.store.base import (
+    Interval,
+    Notification,
+    Notifications,
+    OutboxRow,
+    Retention,
+    StoreError,
+    TargetReport,
+    summarize,
+)
 
 log = logging.getLogger("monitor.store")
 
@@ -113,7 +133,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         _rollup_table("rollup_minute"),
         _rollup_table("rollup_hour"),
     ),
+    (
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,      -- assigned in memory, increases with insertion
+            key TEXT NOT NULL,           -- idempotency key: outage id + kind
+            notifier TEXT NOT NULL,
+            outage_id INTEGER,           -- orders the messages of one outage
+            payload TEXT NOT NULL,       -- JSON object
+            created_at REAL NOT NULL,
+            next_attempt_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            delivered_at REAL,
+            given_up_at REAL,
+            last_error TEXT,
+            UNIQUE (notifier, key)
+        )""",
+        # Pending entries are read at every start: keep them findable without a scan.
+        """CREATE INDEX outbox_pending ON outbox (id)
+            WHERE delivered_at IS NULL AND given_up_at IS NULL""",
+        "CREATE INDEX outbox_outage ON outbox (outage_id)",
+    ),
 )
+OUTBOX_VERSION = 2  # the schema version that added the outbox
 
 ERROR_KINDS = ("locked", "readonly", "full", "io", "other")
 _KIND_BY_CODE = {
@@ -247,6 +288,28 @@ def _save_state(
     )
 
 
+def _insert_outbox(
+    rows: list[tuple[OutboxRow, str]], ignored: list[int], db: sqlite3.Connection
+) -> None:
+    """Insert new outbox rows (with their JSON payloads); note the ids of keys that exist."""
+    for row, payload in rows:
+        cursor = db.execute(
+            """INSERT OR IGNORE INTO outbox (id, key, notifier, outage_id, payload, created_at,
+                next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            (
+                row.id,
+                row.key,
+                row.notifier,
+                row.outage_id,
+                payload,
+                row.created_at,
+                row.next_attempt_at,
+            ),
+        )
+        if cursor.rowcount == 0:
+            ignored.append(row.id)
+
+
 def _apply(changes: Iterable[_Change], db: sqlite3.Connection) -> None:
     for change in changes:
         change(db)
@@ -378,6 +441,27 @@ def select_report(
     ]
 
 
+def select_pending_outbox(db: sqlite3.Connection) -> list[OutboxRow]:
+    """Outbox entries neither delivered nor given up, by id."""
+    return [
+        OutboxRow(
+            id=id_,
+            notifier=notifier,
+            key=key,
+            outage_id=outage_id,
+            payload=json.loads(payload),
+            attempts=attempts,
+            next_attempt_at=next_at,
+            created_at=created,
+        )
+        for id_, notifier, key, outage_id, payload, attempts, next_at, created in db.execute(
+            """SELECT id, notifier, key, outage_id, payload, attempts, next_attempt_at,
+                created_at FROM outbox WHERE delivered_at IS NULL AND given_up_at IS NULL
+                ORDER BY id"""
+        )
+    ]
+
+
 def _ro_uri(path: Path) -> str:
     return path.resolve().as_uri() + "?mode=ro"
 
@@ -448,6 +532,19 @@ class SqliteReader:
 # --- the store ---------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Loaded:
+    """What `open()` reads back from the file."""
+
+    outages: list[Outage] = field(default_factory=list)  # open ones
+    states: dict[tuple[str, str], tuple[State, float | None]] = field(default_factory=dict)
+    next_outage: int = 1
+    next_run: int = 1
+    outbox: list[OutboxRow] = field(default_factory=list)  # pending entries, by id
+    outbox_keys: set[tuple[str, str]] = field(default_factory=set)
+    next_outbox: int = 1
+
+
 class SqliteStore:
     """The `Store` on one SQLite file. Use from one event loop; one process per file."""
 
@@ -479,6 +576,11 @@ class SqliteStore:
         self._states: dict[tuple[str, str], tuple[State, float | None]] = {}
         self._next_outage_id = 1
         self._next_run_id = 1
+        self._outbox: dict[int, OutboxRow] = {}  # pending entries by id, oldest first
+        self._outbox_keys: set[tuple[str, str]] = set()  # (notifier, key) enqueue skips
+        self._next_outbox_id = 1
+        self._outbox_ignored: list[int] = []  # appended by the store thread during a batch
+        self.outbox = SqliteOutbox(self)
         self._run: tuple[int, str, float] | None = None  # id, location, started_at
         self._failing: set[str] = set()  # error kinds logged since the last good write
         self._wake = asyncio.Event()
@@ -509,16 +611,19 @@ class SqliteStore:
                 await self._call(self._writer_db)
             except sqlite3.Error as e:
                 self._note_failure(e)  # not fatal: the writer retries
-            outages, states, next_outage, next_run = await self._call(self._load)
+            loaded = await self._call(self._load)
         except (sqlite3.Error, StoreError) as e:
             await self._call(self._close_connections)
             self._executor.shutdown()
             if isinstance(e, StoreError):
                 raise
             raise StoreError(f"cannot read {self.path}: {e}") from e
-        self._open_outages = {(o.location, o.target): o for o in outages}
-        self._states = states
-        self._next_outage_id, self._next_run_id = next_outage, next_run
+        self._open_outages = {(o.location, o.target): o for o in loaded.outages}
+        self._states = loaded.states
+        self._next_outage_id, self._next_run_id = loaded.next_outage, loaded.next_run
+        self._outbox = {row.id: row for row in loaded.outbox}
+        self._outbox_keys = loaded.outbox_keys
+        self._next_outbox_id = loaded.next_outbox
         self._writer = asyncio.create_task(self._write_loop(), name="monitor-store-writer")
 
     async def close(self) -> None:
@@ -532,7 +637,7 @@ class SqliteStore:
         await self._writer
         if self._changes or self._rollups:
             log.error(
-                "closing %s with %d outage changes and %d rollup buckets not written",
+                "closing %s with %d changes (outages, outbox) and %d rollup buckets not written",
                 self.path,
                 len(self._changes),
                 len(self._rollups),
@@ -561,15 +666,22 @@ class SqliteStore:
         return await waiter
 
     async def apply_transition(
-        self, location: str, transition: Transition, maintenance: bool = False
+        self,
+        location: str,
+        transition: Transition,
+        maintenance: bool = False,
+        notifications: Notifications | None = None,
     ) -> Outage | None:
-        """Open or close an outage and save the state in one transaction (see `Store`).
+        """Open or close an outage, save the state and enqueue the outage's notifications,
+        in one transaction (see `Store`).
 
-        Waits for one write attempt; the outage is returned whether or not it succeeded.
+        `notifications` is called with the outage (its id is final) before anything
+        changes, so if it raises, nothing does. Waits for one write attempt; the outage is
+        returned whether or not it succeeded.
         """
         key = (location, transition.target)
         outage: Outage | None = None
-        changes: list[_Change] = []
+        opened = False
         if transition.state is State.DOWN:
             outage = self._open_outages.get(key)  # already open (resumed): keep that one
             if outage is None:
@@ -586,25 +698,88 @@ class SqliteStore:
                     counts=dict(transition.failures),
                     maintenance=maintenance,
                 )
-                self._next_outage_id += 1
-                self._open_outages[key] = outage
-                changes.append(partial(_insert_outage, outage))
+                opened = True
         elif transition.state is State.UP and key in self._open_outages:
-            opened = self._open_outages.pop(key)
+            before = self._open_outages[key]
             outage = replace(
-                opened,
+                before,
                 ended_at=transition.at,
-                failed_probes=opened.failed_probes + sum(transition.failures.values()),
-                counts=dict(Counter(opened.counts) + Counter(transition.failures)),
+                failed_probes=before.failed_probes + sum(transition.failures.values()),
+                counts=dict(Counter(before.counts) + Counter(transition.failures)),
             )
+        rows: list[tuple[OutboxRow, str]] = []
+        if outage is not None and notifications is not None:
+            rows = self._new_outbox_rows(notifications(outage), outage.id)
+
+        # Nothing has changed so far; from here on nothing can fail.
+        changes: list[_Change] = []
+        if opened:
+            assert outage is not None
+            self._next_outage_id += 1
+            self._open_outages[key] = outage
+            changes.append(partial(_insert_outage, outage))
+        elif outage is not None and outage.ended_at is not None:
+            del self._open_outages[key]
             changes.append(partial(_close_outage, outage))
         self._states[key] = (transition.state, transition.at)
         changes.append(
             partial(_save_state, location, transition.target, transition.state, transition.at)
         )
+        if rows:
+            changes.append(self._add_outbox_rows(rows))
         self._changes.append(partial(_apply, changes))
         await self.flush()
         return outage
+
+    async def enqueue(self, notifications: Iterable[Notification]) -> int:
+        """Add notifications to the outbox in one transaction; returns how many were new.
+
+        Waits for one write attempt; the entries are due at once whether or not it worked.
+        """
+        rows = self._new_outbox_rows(notifications, None)
+        if rows:
+            self._changes.append(self._add_outbox_rows(rows))
+            await self.flush()
+        return len(rows)
+
+    def _new_outbox_rows(
+        self, notifications: Iterable[Notification], outage_id: int | None
+    ) -> list[tuple[OutboxRow, str]]:
+        """Rows (with their JSON payloads) for the notifications whose keys are new.
+
+        Changes nothing, so a caller can still back out; raises if a payload is not JSON.
+        """
+        rows: list[tuple[OutboxRow, str]] = []
+        seen: set[tuple[str, str]] = set()
+        now = self._clock()
+        for n in notifications:
+            ident = (n.notifier, n.key)
+            if ident in self._outbox_keys or ident in seen:
+                continue
+            seen.add(ident)
+            # Serialised here, not in the writer: a bad payload must fail its caller, and
+            # memory must hold what a restart would read back.
+            payload = json.dumps(dict(n.payload), sort_keys=True, allow_nan=False)
+            row = OutboxRow(
+                id=self._next_outbox_id + len(rows),
+                notifier=n.notifier,
+                key=n.key,
+                outage_id=n.outage_id if n.outage_id is not None else outage_id,
+                payload=json.loads(payload),
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+            rows.append((row, payload))
+        return rows
+
+    def _add_outbox_rows(self, rows: list[tuple[OutboxRow, str]]) -> _Change:
+        """Make the rows pending in memory; returns the change that writes them."""
+        for row, _ in rows:
+            self._outbox[row.id] = row
+            self._outbox_keys.add((row.notifier, row.key))
+        self._next_outbox_id = rows[-1][0].id + 1
+        return partial(_insert_outbox, rows, self._outbox_ignored)
 
     async def start_run(self, location: str, now: float) -> int:
         if self._run is not None:
@@ -690,6 +865,7 @@ class SqliteStore:
         await self._write_batch()
 
     async def _write_batch(self) -> None:
+        self._outbox_ignored.clear()
         waiters, self._waiters = self._waiters, []
         changes, self._changes = self._changes, []
         rollups, self._rollups = self._rollups, {}
@@ -712,9 +888,23 @@ class SqliteStore:
         if ok and self._failing:
             log.warning("writing to %s works again", self.path)
             self._failing.clear()
+        if ok:
+            self._drop_ignored_outbox()
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(ok)
+
+    def _drop_ignored_outbox(self) -> None:
+        """Forget entries whose key the table already had (settled in an earlier run)."""
+        for entry_id in self._outbox_ignored:
+            row = self._outbox.pop(entry_id, None)
+            if row is not None:
+                log.warning(
+                    "notification %s for %s was already in the outbox: not sent again",
+                    row.key,
+                    row.notifier,
+                )
+        self._outbox_ignored.clear()
 
     def _note_failure(self, error: sqlite3.Error) -> None:
         kind = error_kind(error)
@@ -791,19 +981,17 @@ class SqliteStore:
             db.execute("BEGIN")
             return fn(db, *args, **kwargs)
 
-    def _load(
-        self,
-    ) -> tuple[list[Outage], dict[tuple[str, str], tuple[State, float | None]], int, int]:
+    def _load(self) -> _Loaded:
         if not self.path.exists():  # never written (for example a read-only directory)
-            return [], {}, 1, 1
+            return _Loaded()
         db = self._reader_db()
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise StoreError(f"{self.path} was written by a newer version (schema {version})")
         if version == 0:
-            return [], {}, 1, 1
-        outages = select_outages(db, open=True, limit=None)
-        states = {
+            return _Loaded()
+        loaded = _Loaded(outages=select_outages(db, open=True, limit=None))
+        loaded.states = {
             (loc, t): (State(state), since)
             for t, loc, state, since in db.execute(
                 "SELECT target, location, state, since FROM target_state"
@@ -811,7 +999,26 @@ class SqliteStore:
         }
         (max_outage,) = db.execute("SELECT coalesce(max(id), 0) FROM outages").fetchone()
         (max_run,) = db.execute("SELECT coalesce(max(id), 0) FROM runs").fetchone()
-        return outages, states, max_outage + 1, max_run + 1
+        loaded.next_run = max_run + 1
+        if version >= OUTBOX_VERSION:  # else not migrated yet (read-only file): empty
+            loaded.outbox = select_pending_outbox(db)
+            loaded.outbox_keys = {(row.notifier, row.key) for row in loaded.outbox}
+            # Keys an open outage may produce again (a repeated down, its reminders).
+            loaded.outbox_keys.update(
+                db.execute(
+                    """SELECT notifier, key FROM outbox WHERE outage_id IN
+                        (SELECT id FROM outages WHERE ended_at IS NULL)"""
+                )
+            )
+            # An outage id still named in the outbox is never reused, even if its outage
+            # was pruned: its new messages would collide with the old keys.
+            max_outage, max_outbox = db.execute(
+                "SELECT max(?, coalesce(max(outage_id), 0)), coalesce(max(id), 0) FROM outbox",
+                (max_outage,),
+            ).fetchone()
+            loaded.next_outbox = max_outbox + 1
+        loaded.next_outage = max_outage + 1
+        return loaded
 
     def _write(
         self,
@@ -895,6 +1102,74 @@ class SqliteStore:
         self._wdb = self._rdb = None
 
 
+class SqliteOutbox:
+    """The store's outbox (`store.outbox`): the `Outbox` the sender takes entries from.
+
+    A view of the store's own memory and write queue (same module, one event loop). Reads
+    are served from memory, which every call below updates before it awaits anything; the
+    writes follow through the store's queue, in order, and each call waits for one write
+    attempt so that a delivery is on disk before the sender moves on. Never raises on
+    store errors (the writes stay queued).
+    """
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def due(self, now: float, limit: int, exclude: Collection[int] = ()) -> list[OutboxRow]:
+        found: list[OutboxRow] = []
+        seen: set[tuple[str, int]] = set()  # (notifier, outage) with an older pending entry
+        for row in self._store._outbox.values():  # insertion order: by id
+            if len(found) >= limit:
+                break
+            if row.outage_id is not None:
+                group = (row.notifier, row.outage_id)
+                if group in seen:
+                    continue
+                seen.add(group)
+            if row.next_attempt_at <= now and row.id not in exclude:
+                found.append(row)
+        return found
+
+    async def delivered(self, entry_id: int, now: float) -> None:
+        await self._settle(entry_id, "UPDATE outbox SET delivered_at = ? WHERE id = ?", now)
+
+    async def retry(self, entry_id: int, next_attempt_at: float, error: str) -> None:
+        store = self._store
+        row = store._outbox.get(entry_id)
+        if row is None:
+            return
+        store._outbox[entry_id] = replace(
+            row, attempts=row.attempts + 1, next_attempt_at=next_attempt_at
+        )
+        store._changes.append(
+            partial(
+                _execute,
+                """UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,
+                    last_error = ? WHERE id = ?""",
+                (next_attempt_at, error, entry_id),
+            )
+        )
+        await store.flush()
+
+    async def give_up(self, entry_id: int, error: str) -> None:
+        await self._settle(
+            entry_id,
+            "UPDATE outbox SET given_up_at = ?, last_error = ? WHERE id = ?",
+            self._store._clock(),
+            error,
+        )
+
+    def pending(self) -> int:
+        return len(self._store._outbox)
+
+    async def _settle(self, entry_id: int, sql: str, *args: Any) -> None:
+        store = self._store
+        if store._outbox.pop(entry_id, None) is None:
+            return  # already settled (or never known): nothing to change
+        store._changes.append(partial(_execute, sql, (*args, entry_id)))
+        await store.flush()
+
+
 def _execute(sql: str, args: tuple[Any, ...], db: sqlite3.Connection) -> None:
     db.execute(sql, args)
 
@@ -932,6 +1207,16 @@ def prune_history(db: sqlite3.Connection, retention: Retention, now: float) -> N
             )
     if retention.outages is not None:
         db.execute("DELETE FROM outages WHERE ended_at < ?", (now - retention.outages,))
+    if retention.outages is not None:
+        # Settled entries, kept as long as outages are; those of open outages stay (their
+        # keys stop a repeated down from being sent again).
+        db.execute(
+            """DELETE FROM outbox WHERE (delivered_at IS NOT NULL OR given_up_at IS NOT NULL)
+                AND created_at < ?
+                AND (outage_id IS NULL
+                     OR outage_id NOT IN (SELECT id FROM outages WHERE ended_at IS NULL))""",
+            (now - retention.outages,),
+        )
     db.execute(
         """DELETE FROM series WHERE
             NOT EXISTS (SELECT 1 FROM rollup_minute WHERE series = series.id)
