@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from monitor.config import Config, ConfigError, load_config
 from monitor.metrics import UPTIME_WINDOWS, Metrics, public_url
 from monitor.model import Outage, ProbeResult, State, Target, Transition
+from monitor.notifications import Notifications, check_notifications
 from monitor.probes import run_probe
 from monitor.scheduler import Scheduler
 from monitor.server import build_app, rfc3339
@@ -65,12 +66,21 @@ class Monitor:
         self.metrics = Metrics(config.location, self.registry,
                                buckets=config.metrics.duration_buckets,
                                per_target_histogram=config.metrics.per_target_histogram,
-                               store_errors=lambda: store.errors, clock=clock)
+                               store_errors=lambda: store.errors,
+                               notification_queue=lambda: self.notifications.pending(),
+                               clock=clock)
+        self.notifications = self._notifications(config)
         self.trackers: dict[str, TargetTracker] = {}
         self.last: dict[str, ProbeResult] = {}
         self.scheduler = Scheduler(self.tick, on_lateness=self.metrics.lateness.observe,
                                    on_skipped=self._skipped, clock=clock)
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _notifications(self, config: Config) -> Notifications:
+        def count(notifier: str, outcome: str) -> None:
+            self.metrics.notifications.labels(self.location, notifier, outcome).inc()
+
+        return Notifications(config, self.store, on_outcome=count, clock=self._clock)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -85,6 +95,8 @@ class Monitor:
             state, since = states.get(t.name, (State.UNKNOWN, None))
             self.trackers[t.name] = TargetTracker.resume(state, since, t.down_after, t.up_after)
         self.metrics.set_targets(targets)
+        self.notifications.set_targets(targets)
+        await self.notifications.start()
         for name, tracker in self.trackers.items():
             self.metrics.set_state(name, tracker.state, tracker.since)
         self.metrics.reload_success.set(1)
@@ -99,9 +111,10 @@ class Monitor:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.notifications.stop()
         await self.store.end_run(self._clock())
 
-    def apply(self, config: Config) -> None:
+    async def apply(self, config: Config) -> None:
         """Switch to a new, already validated config. Unchanged targets keep their schedule."""
         for field in ("location", "server", "store"):
             if getattr(config, field) != getattr(self.config, field):
@@ -120,6 +133,13 @@ class Monitor:
             else:
                 tracker.down_after, tracker.up_after = t.down_after, t.up_after
         self.metrics.set_targets(targets)
+        if (config.notifiers, config.raw_maintenance) != (self.config.notifiers,
+                                                          self.config.raw_maintenance):
+            new = self._notifications(config)  # validated by the caller
+            await self.notifications.stop()
+            self.notifications = new
+            await new.start()
+        self.notifications.set_targets(targets)
         self.config = config
         log.info("config reloaded from %s: %d targets (%d added, %d removed, %d changed)",
                  config.source, len(targets), len(added), len(removed), len(changed))
@@ -128,12 +148,13 @@ class Monitor:
         """Re-read the config file; a broken one is rejected and the old one keeps running."""
         try:
             config = load_config(self.config.source)
+            check_notifications(config)
         except ConfigError as exc:
             for line in exc.errors:
                 log.error("config reload rejected: %s", line)
             self.metrics.reload_success.set(0)
             return False, list(exc.errors)
-        self.apply(config)
+        await self.apply(config)
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(self._clock())
         return True, []
@@ -161,7 +182,10 @@ class Monitor:
             self.metrics.outage_opened(tr.target)
         elif tr.state is State.UP:
             log.warning("%s UP from %s since %s", tr.target, self.location, rfc3339(tr.at))
-        await self.store.apply_transition(self.location, tr)
+        maintenance = self.notifications.in_maintenance(tr.target, tr.at)
+        await self.store.apply_transition(self.location, tr, maintenance,
+                                          self.notifications.for_transition(target, tr))
+        self.notifications.wake()
 
     def _skipped(self, reason: str) -> None:
         self.metrics.missed_runs.labels(self.location, reason).inc()

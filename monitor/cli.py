@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from monitor import __version__
 from monitor.config import ConfigError, load_config, parse_duration
 from monitor.model import PHASES, ProbeResult, Target
+from monitor.notifications import check_notifications
 
 DEFAULT_CONFIG = "config/monitor.yaml"
 
@@ -108,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--target", "-t", help="only this target")
             cmd.add_argument("--open", action="store_true", help="only outages still going on")
 
+    ntest = sub.add_parser(
+        "notify-test", formatter_class=_formatter, help="send a test message through a notifier",
+        description="Send one test message through the notifier NAME of the config and report "
+                    "success or the exact\nerror (secrets removed). Exit status 0 on success.",
+        epilog="examples:\n"
+               "  SLACK_WEBHOOK_URL=https://hooks.slack.com/... monitor notify-test ops\n"
+               "  monitor notify-test --config /etc/monitor/monitor.yaml pager")
+    ntest.add_argument("name", metavar="NAME", help="a name under notifiers: in the config")
+    ntest.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                       help=f"config file (default: {DEFAULT_CONFIG})")
+
     demo = sub.add_parser(
         "demo", formatter_class=_formatter, help="replay the February 2022 outages on loopback",
         description="Start local sites that replay, in a loop, the trouble of February 2022 "
@@ -139,7 +151,8 @@ def _shard(text: str) -> tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "check": cmd_check, "validate": cmd_validate,
-               "demo": cmd_demo, "outages": cmd_history, "report": cmd_history}[args.command]
+               "demo": cmd_demo, "outages": cmd_history, "report": cmd_history,
+               "notify-test": cmd_notify_test}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -159,12 +172,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     try:
         config = load_config(args.config)
+        check_notifications(config)
     except ConfigError as exc:
         print(f"monitor: {args.config} is not valid:", file=sys.stderr)
         print(str(exc), file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"monitor: cannot read {args.config}: {exc.strerror}", file=sys.stderr)
         return 2
     asyncio.run(run_daemon(config, listen=args.listen, port=args.port, shard=args.shard))
     return 0
@@ -229,15 +240,39 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from monitor.notifications import build_all, send_test
+
+    try:
+        config = load_config(args.config)
+        notifiers, _, _ = build_all(config)
+    except ConfigError as exc:
+        print(f"monitor notify-test: {args.config} is not valid:\n{exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"monitor notify-test: {exc}", file=sys.stderr)
+        return 2
+    notifier = notifiers.get(args.name)
+    if notifier is None:
+        known = ", ".join(sorted(notifiers)) or "none are defined"
+        print(f"monitor notify-test: no notifier {args.name!r} in {args.config} ({known})",
+              file=sys.stderr)
+        return 2
+    error = asyncio.run(send_test(notifier, config.location))
+    if error:
+        print(f"FAILED {args.name}: {error}")
+        return 1
+    print(f"OK {args.name}: test message delivered")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.path)
+        check_notifications(config)
     except ConfigError as exc:
         print(str(exc))
         print(f"{len(exc.errors)} error(s) in {args.path}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{args.path}: {exc.strerror}")
         return 1
     print(f"{args.path}: ok, {len(config.targets)} targets, location {config.location}")
     return 0

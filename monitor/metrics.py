@@ -75,6 +75,7 @@ class Metrics:
         buckets: Sequence[float] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         per_target_histogram: bool = True,
         store_errors: Callable[[], Mapping[str, int]] = dict,
+        notification_queue: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.location = location
@@ -82,6 +83,7 @@ class Metrics:
         self.per_target_histogram = per_target_histogram
         self._clock = clock
         self._store_errors = store_errors  # read at scrape time: the store counts them
+        self._notification_queue = notification_queue
         self._series: dict[str, _Series] = {}
         registry.register(self)
         self.lateness = Histogram(
@@ -244,8 +246,11 @@ class Metrics:
                                            labels=["location", "kind"])
         for kind, n in self._store_errors().items():
             store_errors.add_metric([loc, kind], n)
-        for family in (store_errors, info, success, duration, phase, probes, status, cert, up,
-                       outages, downtime, uptime):
+        queue = GaugeMetricFamily("monitor_notification_queue",
+                                  "Notifications waiting to be delivered.", labels=["location"])
+        queue.add_metric([loc], self._notification_queue())
+        for family in (store_errors, queue, info, success, duration, phase, probes, status,
+                       cert, up, outages, downtime, uptime):
             if family.samples:  # an empty family would still print HELP and TYPE
                 yield family
 
