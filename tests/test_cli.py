@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,22 @@ async def test_validate_lists_every_error_with_file_and_line(tmp_path: Path) -> 
     assert any(line.startswith(f"{bad}:6: targets[1].url:") for line in lines)
     good = await monitor("validate", "config/monitor.yaml")
     assert good.returncode == 0 and "5 targets" in good.stdout
+
+
+async def test_the_example_config_is_valid_including_notifiers_and_maintenance(
+        tmp_path: Path) -> None:
+    env = {**os.environ, "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
+           "MONITOR_TOKEN": "t0ken"}
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "monitor", "validate", "config/example.yaml"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("notifiers:\n  ops: {type: slack}\ntargets:\n"
+                      "  - {name: a, url: 'http://127.0.0.1/', notifiers: [ops]}\n")
+    bad = await monitor("validate", str(broken))
+    assert bad.returncode == 1
+    assert f"{broken}:2: notifiers.ops.url: required" in bad.stdout
 
 
 async def test_run_refuses_a_broken_config_naming_the_place(tmp_path: Path) -> None:
