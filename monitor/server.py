@@ -107,7 +107,10 @@ def build_app(view: View, registry: CollectorRegistry, token: str | None = None)
 
     @routes.get("/")
     async def status_page(request: web.Request) -> web.Response:
-        return web.Response(text=render_status_page(view), content_type="text/html")
+        recent = await view.outages(target=None, since=view.now() - 30 * 86400, until=None,
+                                    open=None)
+        return web.Response(text=render_status_page(view, recent[:20]),
+                            content_type="text/html")
 
     app.add_routes(routes)
     return app
@@ -161,7 +164,7 @@ def _auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamRe
     return middleware
 
 
-def render_status_page(view: View) -> str:
+def render_status_page(view: View, outages: list[Outage]) -> str:
     rows = []
     for t in view.targets_json():
         state = t["state"]
@@ -174,8 +177,21 @@ def render_status_page(view: View) -> str:
             f"<td>{escape(t.get('state_since') or '')}</td>"
             f"<td>{'' if ratio is None else f'{ratio * 100:.3f}%'}</td>"
             f"<td>{escape(detail)}</td></tr>")
+    now = view.now()
+    outage_rows = [
+        f"<tr class='{'down' if o.open else ''}'><td>{escape(o.target)}</td>"
+        f"<td>{rfc3339(o.started_at)}</td><td>{rfc3339(o.ended_at) or 'ongoing'}</td>"
+        f"<td>{_duration(o.duration(now))}</td><td>{escape(o.cause.value)}"
+        f"{' (maintenance)' if o.maintenance else ''}</td><td>{escape(o.message)}</td></tr>"
+        for o in outages]
     return _PAGE.format(location=escape(view.location), rows="\n".join(rows),
-                        now=rfc3339(view.now()))
+                        outages="\n".join(outage_rows) or "<tr><td colspan=6>none</td></tr>",
+                        now=rfc3339(now))
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
 
 _PAGE = """<!doctype html>
@@ -185,9 +201,11 @@ _PAGE = """<!doctype html>
 body {{ font: 14px system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; width: 100%; }}
 td, th {{ padding: .4em .8em; border-bottom: 1px solid #ddd; text-align: left; }}
+td:not(:last-child) {{ white-space: nowrap; }}
 tr.up .state {{ color: #fff; background: #2e7d32; }}
 tr.down .state {{ color: #fff; background: #c62828; }}
 tr.unknown .state {{ color: #fff; background: #757575; }}
+h2 {{ margin-top: 2em; font-size: 1.1em; }}
 </style></head><body>
 <h1>Status from {location}</h1>
 <p>{now} · <a href="/api/v1/targets">targets JSON</a> · <a href="/api/v1/outages">outages JSON</a>
@@ -195,5 +213,10 @@ tr.unknown .state {{ color: #fff; background: #757575; }}
 <table><tr><th>target</th><th>url</th><th>state</th><th>since</th><th>uptime 30d</th>
 <th>last error</th></tr>
 {rows}
+</table>
+<h2>Outages in the last 30 days</h2>
+<table><tr><th>target</th><th>started</th><th>ended</th><th>duration</th><th>cause</th>
+<th>first error</th></tr>
+{outages}
 </table></body></html>
 """

@@ -83,6 +83,11 @@ class Daemon:
             assert r.status == 200
             return await r.text()
 
+    async def get_text(self, path: str) -> str:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.base}{path}") as r:
+            assert r.status == 200
+            return await r.text()
+
     async def get_json(self, path: str) -> tuple[int, object]:
         async with aiohttp.ClientSession() as s, s.get(f"{self.base}{path}") as r:
             return r.status, await r.json()

@@ -67,7 +67,10 @@ async def test_a_503_period_becomes_exactly_one_outage(tmp_path: Path) -> None:
             await daemon.wait_for_log(r"site UP from lab since", after=mark)
             found = await outages(daemon)
             text = await daemon.metrics()
+            page = await daemon.get_text("/")
     assert len(found) == 1, found
+    assert "<h1>Status from lab</h1>" in page and "Outages in the last 30 days" in page
+    assert "HTTP 503, expected 200-399" in page
     outage = found[0]
     assert outage["cause"] == "http"
     assert outage["message"] == "HTTP 503, expected 200-399"
