@@ -22,7 +22,7 @@ from monitor.notify.maintenance import Window, in_maintenance, parse_windows
 from monitor.notify.messages import notify_test_message
 from monitor.notify.registry import build_notifier
 from monitor.notify.sender import OutboxEntry, Sender
-from monitor.store import Notification, SqliteStore
+from monitor.store import Notification, Store
 from monitor.store.base import Outbox
 
 log = logging.getLogger("monitor.notify")
@@ -105,7 +105,7 @@ class MessageOutbox:
 class Notifications:
     """Enqueues down/up/reminder messages with the outage changes and runs the sender."""
 
-    def __init__(self, config: Config, store: SqliteStore, *,
+    def __init__(self, config: Config, store: Store, *,
                  on_outcome: Callable[[str, str], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.notifiers, self.repeats, self.windows = build_all(config)
