@@ -33,6 +33,7 @@ log = logging.getLogger("monitor")
 
 Probe = Callable[[Target], Awaitable[ProbeResult]]
 UPTIME_REFRESH = 60.0  # seconds between uptime-ratio refreshes from the store
+UPTIME_FIRST = 5.0  # seconds after start of the first refresh
 
 
 def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
@@ -181,7 +182,9 @@ class Monitor:
                         sum(tr.failures.values()))
             self.metrics.outage_opened(tr.target)
         elif tr.state is State.UP:
-            log.warning("%s UP from %s since %s", tr.target, self.location, rfc3339(tr.at))
+            # A first confirmation after start is news, a recovery is worth a warning.
+            level = logging.INFO if tr.previous is State.UNKNOWN else logging.WARNING
+            log.log(level, "%s UP from %s since %s", tr.target, self.location, rfc3339(tr.at))
         maintenance = self.notifications.in_maintenance(tr.target, tr.at)
         await self.store.apply_transition(self.location, tr, maintenance,
                                           self.notifications.for_transition(target, tr))
@@ -191,6 +194,7 @@ class Monitor:
         self.metrics.missed_runs.labels(self.location, reason).inc()
 
     async def _refresh_uptime_forever(self) -> None:
+        await asyncio.sleep(UPTIME_FIRST)  # the first probes give the run some known time
         while True:
             await self.refresh_uptime()
             await asyncio.sleep(UPTIME_REFRESH)

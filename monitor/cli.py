@@ -126,12 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "(timeouts under load,\n503s, refused connections, a slow death, a site "
                     "blocked from one vantage point) and two\nmonitors watching them from "
                     "127.0.0.1 (location demo-a, port P) and 127.0.0.2 (demo-b, port P+1).\n"
-                    "Nothing leaves the machine. Point Prometheus at both ports (compose.yaml "
-                    "does) to see\nthe outages in the dashboards.",
+                    "Nothing leaves the machine. Point Prometheus at both ports (compose.demo.yaml "
+                    "does) to\nsee the outages in the dashboards.",
         epilog="examples:\n"
                "  monitor demo                 # monitors on :9321 and :9322, a 3-minute loop\n"
-               "  monitor demo --cycle 60s     # faster")
+               "  monitor demo --cycle 60s     # faster\n"
+               "  docker compose -f compose.yaml -f compose.demo.yaml up -d --build")
     demo.add_argument("--port", type=int, default=9321, help="first monitor's port (default 9321)")
+    demo.add_argument("--listen", default="127.0.0.1",
+                      help="address the two monitors bind (0.0.0.0 in a container)")
     demo.add_argument("--cycle", default="3m", help="length of one replay loop (default 3m)")
     demo.add_argument("--data", help="directory for the demo's history (default: a temp dir)")
     demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -192,7 +195,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> None:
-        task = asyncio.create_task(run_demo(port=args.port, cycle=cycle, data_dir=args.data))
+        task = asyncio.create_task(run_demo(port=args.port, cycle=cycle, data_dir=args.data,
+                                            listen=args.listen))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)

@@ -4,7 +4,8 @@ Local target servers play, in a loop of `cycle` seconds, the kinds of trouble th
 described; two monitors (locations `demo-a` from 127.0.0.1 and `demo-b` from 127.0.0.2)
 watch them, so "down everywhere" and "blocked from one place" can both be seen. Nothing
 leaves the machine. The TLS site uses a self-signed certificate shipped for the demo only
-(`demo_data/`), so that the TLS phase and expiry panels have data.
+(`demo_data/`), so that the TLS phase and expiry panels have data. The uptime ratios are
+refreshed every probe interval rather than once a minute, so that they move within a loop.
 
 | target  | plays                                   | when (fraction of the cycle) |
 |---------|-----------------------------------------|------------------------------|
@@ -14,6 +15,8 @@ leaves the machine. The TLS site uses a self-signed certificate shipped for the 
 | kremlin | gets slower until it times out          | slower all along, times out after ~0.6 |
 | gazprom | healthy throughout, over TLS            | —                            |
 | geo     | refuses the second vantage point only   | always, from demo-b          |
+
+Sits above the daemon: imports monitor.app (to run the monitors), config and model.
 """
 
 from __future__ import annotations
@@ -29,11 +32,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from monitor.config import Config, MetricsConfig, ServerConfig, StoreConfig
 from monitor.model import Target
+
+if TYPE_CHECKING:
+    from monitor.app import Monitor
 
 log = logging.getLogger("monitor.demo")
 
@@ -160,9 +167,20 @@ def demo_targets(port: int, mil_port: int, tls_port: int) -> tuple[Target, ...]:
     )
 
 
+async def refresh_uptime(monitor: Monitor) -> None:
+    """Uptime ratios every probe interval: the daemon's once a minute is slow for a demo loop."""
+    while True:
+        await asyncio.sleep(INTERVAL)
+        await monitor.refresh_uptime()
+
+
 async def run_demo(*, port: int = 9321, cycle: float = 180.0, data_dir: str | None = None,
-                   ready: Callable[[], None] | None = None) -> None:
-    """Run target servers and two monitors (ports `port` and `port + 1`) until cancelled."""
+                   listen: str = "127.0.0.1", ready: Callable[[], None] | None = None) -> None:
+    """Run target servers and two monitors (ports `port` and `port + 1`) until cancelled.
+
+    `listen` is the monitors' address only (in a container: 0.0.0.0, so that a Prometheus
+    beside it can scrape them); the target servers always stay on 127.0.0.1.
+    """
     from monitor.app import run_monitor  # the demo sits above the daemon
 
     scenario = Scenario(cycle)
@@ -179,16 +197,21 @@ async def run_demo(*, port: int = 9321, cycle: float = 180.0, data_dir: str | No
         data = Path(data_dir or stack.enter_context(tempfile.TemporaryDirectory()))
         configs = [
             Config(source="<demo>", location=location,
-                   server=ServerConfig(listen="127.0.0.1", port=port + i),
+                   server=ServerConfig(listen=listen, port=port + i),
                    store=StoreConfig(path=str(data / f"{location}.db")),
                    metrics=MetricsConfig(duration_buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5)),
                    targets=tuple(replace(t, source_address=source) for t in targets))
             for i, (location, source) in enumerate(LOCATIONS)]
-        log.info("demo: targets on 127.0.0.1:%d (mil on :%d), cycle %.0fs; monitors %s",
-                 target_port, mil_port, cycle,
-                 ", ".join(f"{c.location} on http://127.0.0.1:{c.server.port}/" for c in configs))
+        log.info("demo: targets on 127.0.0.1:%d (mil on :%d, gazprom https on :%d), "
+                 "cycle %.0fs; monitors %s", target_port, mil_port, tls_port, cycle,
+                 ", ".join(f"{c.location} on http://{listen}:{c.server.port}/" for c in configs))
         started = [asyncio.Event() for _ in configs]
-        monitors = [asyncio.create_task(run_monitor(c, ready=e.set))
+        refreshers: list[asyncio.Task[None]] = []
+
+        def refresh_often(monitor: Monitor) -> None:
+            refreshers.append(asyncio.create_task(refresh_uptime(monitor)))
+
+        monitors = [asyncio.create_task(run_monitor(c, ready=e.set, on_monitor=refresh_often))
                     for c, e in zip(configs, started, strict=True)]
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 30)
@@ -196,8 +219,9 @@ async def run_demo(*, port: int = 9321, cycle: float = 180.0, data_dir: str | No
                 ready()
             await asyncio.gather(*monitors)
         finally:
-            for task in (*monitors, flapper):
+            # Refreshers first: they read the stores the monitors close on the way out.
+            for task in (*refreshers, *monitors, flapper):
                 task.cancel()
-            await asyncio.gather(*monitors, flapper, return_exceptions=True)
+            await asyncio.gather(*refreshers, *monitors, flapper, return_exceptions=True)
             await runner.cleanup()
             await mil_runner.cleanup()

@@ -297,6 +297,22 @@ def test_prometheus_in_compose_loads_the_shipped_config_and_reaches_the_services
     assert f"--config.file={config_file}" in alertmanager["command"]
 
 
+def test_compose_demo_override_runs_the_demo_scraped_from_both_ports(
+    compose: dict[str, Any],
+) -> None:
+    demo = yaml.safe_load((promql.ROOT / "compose.demo.yaml").read_text(encoding="utf-8"))
+    monitor = demo["services"]["monitor"]
+    assert monitor["command"][:3] == ["demo", "--listen", "0.0.0.0"]
+    assert set(monitor["ports"]) == {"127.0.0.1:9321:9321", "127.0.0.1:9322:9322"}
+    config_dir = next(t for t, s in mounts(compose["services"]["prometheus"]).items()
+                      if s == "./dashboards/prometheus")
+    flag = f"--config.file={config_dir}/prometheus.demo.yml"
+    assert flag in demo["services"]["prometheus"]["command"]
+    config = yaml.safe_load((promql.PROMETHEUS_DIR / "prometheus.demo.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "monitor"]
+    assert job["static_configs"][0]["targets"] == ["monitor:9321", "monitor:9322"]
+
+
 def test_grafana_provisioning_matches_compose(compose: dict[str, Any]) -> None:
     grafana = compose["services"]["grafana"]
     grafana_mounts = mounts(grafana)

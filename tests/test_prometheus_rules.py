@@ -37,6 +37,8 @@ def test_promtool_check_config() -> None:
     assert "SUCCESS: 2 rule files found" in result.stdout
     result = promql.run_promtool("check", "config", str(DIR / "prometheus.yml"), cwd=Path("/"))
     assert result.returncode == 0, result.stdout + result.stderr
+    result = promql.run_promtool("check", "config", "prometheus.demo.yml", cwd=DIR)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_check_rules() -> None:
