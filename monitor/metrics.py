@@ -4,15 +4,22 @@ Per-target state lives in plain objects updated on every probe and turned into m
 families only when Prometheus scrapes. That keeps the per-probe cost to a few attribute
 writes and makes removing a target's series a dictionary delete.
 
+Two renderings of the same samples: `collect()` for the registry (tests, `get_sample_value`,
+`generate_latest`), and `exposition()` for /metrics, which writes the text format by hand
+from label strings cached per target and yields to the event loop between chunks of targets.
+prometheus_client's generate_latest costs ~15 µs a sample (5 s for 10,000 targets with their
+histograms, the event loop blocked throughout); the hand-written text ~0.5 µs.
+
 Imports prometheus_client and monitor.model only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -22,6 +29,8 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import generate_latest
+from prometheus_client.utils import floatToGoString
 
 from monitor.model import PHASES, Failure, ProbeResult, State, Target
 
@@ -29,6 +38,23 @@ RESULTS: tuple[str, ...] = ("ok", *(f.value for f in Failure))
 UPTIME_WINDOWS: dict[str, float] = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0,
                                     "365d": 365 * 86400.0}
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+EXPOSITION_CHUNK = 1000  # targets rendered between two yields to the event loop
+
+# name, type, help of the per-target families, in the order both renderings emit them.
+FAMILIES: dict[str, tuple[str, str]] = {
+    "monitor_target_info": ("gauge", "What is monitored."),
+    "monitor_probe_success": ("gauge", "1 if the last probe succeeded."),
+    "monitor_probe_duration_seconds": ("histogram", "Probe duration."),
+    "monitor_probe_phase_seconds": ("gauge", "Last probe's time by phase."),
+    "monitor_probes": ("counter", "Probes by outcome: ok or failure class."),
+    "monitor_http_status_code": ("gauge", "Last HTTP status (0 if none)."),
+    "monitor_tls_cert_expiry_timestamp_seconds": (
+        "gauge", "When the server certificate expires (POSIX time)."),
+    "monitor_target_up": ("gauge", "Confirmed state: 1 up, 0 down (absent while unknown)."),
+    "monitor_outages": ("counter", "Outages opened."),
+    "monitor_downtime_seconds": ("counter", "Confirmed downtime."),
+    "monitor_uptime_ratio": ("gauge", "Uptime over a window, counting known time only."),
+}
 
 
 def public_url(url: str) -> str:
@@ -45,10 +71,13 @@ class _Series:
     """Run-time metric state of one target."""
 
     __slots__ = ("buckets", "cert_expiry", "count", "down_since", "downtime", "info",
-                 "outages", "phases", "probes", "status", "success", "sum", "up", "uptime")
+                 "info_labels", "key", "outages", "phases", "probes", "status", "success",
+                 "sum", "up", "uptime")
 
-    def __init__(self, info: tuple[tuple[str, str], ...], n_buckets: int) -> None:
+    def __init__(self, key: str, info: tuple[tuple[str, str], ...], n_buckets: int) -> None:
+        self.key = key  # 'target="…",location="…"', the labels every per-target sample has
         self.info = info
+        self.info_labels = ""  # the info sample's other labels, set by Metrics.set_targets
         self.success: float | None = None
         self.buckets = [0] * n_buckets  # non-cumulative counts; +Inf is `count`
         self.sum = 0.0
@@ -85,27 +114,31 @@ class Metrics:
         self._store_errors = store_errors  # read at scrape time: the store counts them
         self._notification_queue = notification_queue
         self._series: dict[str, _Series] = {}
+        self._info_extra: list[str] = []  # the info family's target-defined label names
+        # The few process-wide metrics live in a registry of their own, which collect()
+        # includes and exposition() renders with prometheus_client.
+        own = self._own = CollectorRegistry()
         registry.register(self)
         self.lateness = Histogram(
             "monitor_scheduler_lateness_seconds", "How late probes start against their schedule.",
-            ["location"], buckets=LATENESS_BUCKETS, registry=registry,
+            ["location"], buckets=LATENESS_BUCKETS, registry=own,
         ).labels(location)
         self.missed_runs = Counter(
             "monitor_scheduler_missed_runs", "Scheduled probe runs skipped (missed, coalesced "
-            "or still running).", ["location", "reason"], registry=registry,
+            "or still running).", ["location", "reason"], registry=own,
         )
         self.reload_success = Gauge(
             "monitor_config_reload_success", "1 if the last configuration load worked.",
-            ["location"], registry=registry,
+            ["location"], registry=own,
         ).labels(location)
         self.reload_timestamp = Gauge(
             "monitor_config_last_reload_success_timestamp_seconds",
             "When the configuration was last loaded successfully.", ["location"],
-            registry=registry,
+            registry=own,
         ).labels(location)
         self.notifications = Counter(
             "monitor_notifications", "Notification delivery attempts by outcome.",
-            ["location", "notifier", "outcome"], registry=registry,
+            ["location", "notifier", "outcome"], registry=own,
         )
 
     # --- updates -------------------------------------------------------------------------
@@ -116,13 +149,22 @@ class Metrics:
         for name in list(self._series):
             if name not in wanted:
                 del self._series[name]
+        loc = _escape(self.location)
         for name, target in wanted.items():
             info = (("url", public_url(target.url)), ("kind", target.kind), *target.labels)
             series = self._series.get(name)
             if series is None:
-                self._series[name] = _Series(info, len(self._buckets))
+                key = f'target="{_escape(name)}",location="{loc}"'
+                self._series[name] = _Series(key, info, len(self._buckets))
             else:
                 series.info = info
+        # One info family whose label set is the union of every target's own label keys.
+        self._info_extra = extra = sorted(
+            {k for s in self._series.values() for k, _ in s.info} - {"url", "kind"})
+        for series in self._series.values():
+            values = dict(series.info)
+            series.info_labels = "".join(
+                f',{k}="{_escape(values.get(k, ""))}"' for k in ("url", "kind", *extra))
 
     def observe(self, result: ProbeResult) -> None:
         series = self._series.get(result.target)
@@ -181,36 +223,25 @@ class Metrics:
         return []  # the families depend on the configured targets; skip the registry's check
 
     def collect(self) -> Iterable[Metric]:
+        yield from self._own.collect()
         loc = self.location
         now = self._clock()
-        # One info family whose label set is the union of every target's own label keys.
-        extra = sorted({k for s in self._series.values() for k, _ in s.info} - {"url", "kind"})
-        info = GaugeMetricFamily("monitor_target_info", "What is monitored.",
-                                 labels=["target", "location", "url", "kind", *extra])
-        success = GaugeMetricFamily("monitor_probe_success", "1 if the last probe succeeded.",
-                                    labels=["target", "location"])
-        phase = GaugeMetricFamily("monitor_probe_phase_seconds",
-                                  "Last probe's time by phase.",
-                                  labels=["target", "location", "phase"])
-        probes = CounterMetricFamily("monitor_probes", "Probes by outcome: ok or failure class.",
-                                     labels=["target", "location", "result"])
-        status = GaugeMetricFamily("monitor_http_status_code", "Last HTTP status (0 if none).",
-                                   labels=["target", "location"])
-        cert = GaugeMetricFamily("monitor_tls_cert_expiry_timestamp_seconds",
-                                 "When the server certificate expires (POSIX time).",
-                                 labels=["target", "location"])
-        up = GaugeMetricFamily("monitor_target_up",
-                               "Confirmed state: 1 up, 0 down (absent while unknown).",
-                               labels=["target", "location"])
-        outages = CounterMetricFamily("monitor_outages", "Outages opened.",
-                                      labels=["target", "location"])
-        downtime = CounterMetricFamily("monitor_downtime_seconds", "Confirmed downtime.",
-                                       labels=["target", "location"])
-        uptime = GaugeMetricFamily("monitor_uptime_ratio",
-                                   "Uptime over a window, counting known time only.",
-                                   labels=["target", "location", "window"])
-        duration = HistogramMetricFamily("monitor_probe_duration_seconds", "Probe duration.",
-                                         labels=["target", "location"])
+        extra = self._info_extra
+
+        def family(kind: type[Metric], name: str, *labels: str) -> Metric:
+            return kind(name, FAMILIES[name][1], labels=["target", "location", *labels])
+
+        info = family(GaugeMetricFamily, "monitor_target_info", "url", "kind", *extra)
+        success = family(GaugeMetricFamily, "monitor_probe_success")
+        phase = family(GaugeMetricFamily, "monitor_probe_phase_seconds", "phase")
+        probes = family(CounterMetricFamily, "monitor_probes", "result")
+        status = family(GaugeMetricFamily, "monitor_http_status_code")
+        cert = family(GaugeMetricFamily, "monitor_tls_cert_expiry_timestamp_seconds")
+        up = family(GaugeMetricFamily, "monitor_target_up")
+        outages = family(CounterMetricFamily, "monitor_outages")
+        downtime = family(CounterMetricFamily, "monitor_downtime_seconds")
+        uptime = family(GaugeMetricFamily, "monitor_uptime_ratio", "window")
+        duration = family(HistogramMetricFamily, "monitor_probe_duration_seconds")
         bucket_names = [_le(b) for b in self._buckets]
         for name, s in self._series.items():
             values = dict(s.info)
@@ -246,13 +277,123 @@ class Metrics:
                                            labels=["location", "kind"])
         for kind, n in self._store_errors().items():
             store_errors.add_metric([loc, kind], n)
-        queue = GaugeMetricFamily("monitor_notification_queue",
-                                  "Notifications waiting to be delivered.", labels=["location"])
-        queue.add_metric([loc], self._notification_queue())
-        for family in (store_errors, queue, info, success, duration, phase, probes, status,
-                       cert, up, outages, downtime, uptime):
-            if family.samples:  # an empty family would still print HELP and TYPE
-                yield family
+        for fam in (store_errors, info, success, duration, phase, probes, status, cert, up,
+                    outages, downtime, uptime):
+            if fam.samples:  # an empty family would still print HELP and TYPE
+                yield fam
+
+    async def exposition(self, chunk: int = EXPOSITION_CHUNK) -> AsyncIterator[bytes]:
+        """The Prometheus text format (0.0.4) of every sample collect() gives, in pieces.
+
+        Yields to the event loop every `chunk` targets, so a scrape of 100,000 targets does
+        not hold probes back; a target removed meanwhile is still rendered from the snapshot.
+        """
+        yield generate_latest(self._own)
+        errors = [(f'location="{_escape(self.location)}",kind="{_escape(kind)}"', n)
+                  for kind, n in self._store_errors().items()]
+        if errors:
+            yield _header("monitor_store_errors", "counter",
+                          "History writes that failed, by kind of error.").encode()
+            yield "".join(f"monitor_store_errors_total{{{labels}}} {_num(n)}\n"
+                          for labels, n in errors).encode()
+        series = list(self._series.values())
+        now = self._clock()
+        for name, render in self._renderers(now):
+            started = False
+            for i in range(0, len(series), chunk):
+                lines: list[str] = []
+                for s in series[i : i + chunk]:
+                    render(s, lines)
+                if lines:
+                    if not started:
+                        kind, help_text = FAMILIES[name]
+                        lines.insert(0, _header(name, kind, help_text))
+                        started = True
+                    yield "".join(lines).encode()
+                await asyncio.sleep(0)
+
+    def _renderers(self, now: float) -> Iterator[tuple[str, Callable[[_Series, list[str]], None]]]:
+        """(family name, function appending one target's lines), in collect()'s order."""
+        probed = "monitor_probe_"
+
+        def info(s: _Series, out: list[str]) -> None:
+            out.append(f"monitor_target_info{{{s.key}{s.info_labels}}} 1.0\n")
+
+        def gauge(name: str, value: Callable[[_Series], float | None]) -> Callable[..., None]:
+            def render(s: _Series, out: list[str]) -> None:
+                v = value(s)
+                if v is not None:
+                    out.append(f"{name}{{{s.key}}} {_num(v)}\n")
+            return render
+
+        def phases(s: _Series, out: list[str]) -> None:
+            if s.success is not None:
+                out.extend(f'{probed}phase_seconds{{{s.key},phase="{p}"}} {_num(s.phases[p])}\n'
+                           for p in PHASES if p in s.phases)
+
+        def probes(s: _Series, out: list[str]) -> None:
+            if s.success is not None:
+                out.extend(f'monitor_probes_total{{{s.key},result="{r}"}} {_num(n)}\n'
+                           for r, n in s.probes.items())
+
+        def uptime(s: _Series, out: list[str]) -> None:
+            out.extend(f'monitor_uptime_ratio{{{s.key},window="{w}"}} {_num(r)}\n'
+                       for w, r in s.uptime.items())
+
+        les = [f',le="{_le(b)}"}} ' for b in self._buckets]
+        name = "monitor_probe_duration_seconds"
+
+        def histogram(s: _Series, out: list[str]) -> None:
+            if s.success is None:
+                return
+            acc = 0
+            for le, n in zip(les, s.buckets, strict=True):
+                acc += n
+                out.append(f"{name}_bucket{{{s.key}{le}{_num(acc)}\n")
+            out.append(f'{name}_bucket{{{s.key},le="+Inf"}} {_num(s.count)}\n'
+                       f"{name}_count{{{s.key}}} {_num(s.count)}\n"
+                       f"{name}_sum{{{s.key}}} {_num(s.sum)}\n")
+
+        def running(s: _Series) -> float:
+            return s.downtime + (max(0.0, now - s.down_since) if s.down_since is not None
+                                 else 0.0)
+
+        yield "monitor_target_info", info
+        yield "monitor_probe_success", gauge("monitor_probe_success", lambda s: s.success)
+        if self.per_target_histogram:
+            yield name, histogram
+        yield "monitor_probe_phase_seconds", phases
+        yield "monitor_probes", probes
+        yield "monitor_http_status_code", gauge(
+            "monitor_http_status_code", lambda s: None if s.success is None else s.status)
+        yield "monitor_tls_cert_expiry_timestamp_seconds", gauge(
+            "monitor_tls_cert_expiry_timestamp_seconds",
+            lambda s: None if s.success is None else s.cert_expiry)
+        yield "monitor_target_up", gauge("monitor_target_up", lambda s: s.up)
+        yield "monitor_outages", gauge("monitor_outages_total", lambda s: s.outages)
+        yield "monitor_downtime_seconds", gauge("monitor_downtime_seconds_total", running)
+        yield "monitor_uptime_ratio", uptime
+
+
+def _header(name: str, kind: str, help_text: str) -> str:
+    full = f"{name}_total" if kind == "counter" else name
+    return f"# HELP {full} {help_text}\n# TYPE {full} {kind}\n"
+
+
+def _num(value: float) -> str:
+    """A sample value as prometheus_client writes it (Go's float format)."""
+    if value == 0:
+        return "0.0"
+    if value == 1:
+        return "1.0"
+    return floatToGoString(value)
+
+
+def _escape(value: str) -> str:
+    """A label value in the text format."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
 
 
 def _le(bound: float) -> str:

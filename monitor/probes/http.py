@@ -15,6 +15,9 @@ connected; it finds the probe's timer through a context variable.
 DNS caveat: aiodns shares one c-ares channel per event loop, and c-ares (≥ 1.23) caches
 answers up to their TTL with no switch in pycares, as a caching stub resolver would. c-ares
 runs its own event thread; this module starts no thread and never uses the executor.
+The channel closes when the last resolver using it does; a daemon keeps it open with a
+`DnsChannel` for its whole run, else probes that do not overlap would each build and destroy
+a channel and its thread (~0.4 ms of CPU per probe, a fifth of the pipeline's cost).
 
 Imports: stdlib, aiohttp (aiodns only through aiohttp's AsyncResolver), monitor.model.
 """
@@ -36,7 +39,7 @@ import aiohttp
 
 from monitor.model import PHASES, Failure, ProbeResult, StatusRange, Target
 
-__all__ = ["MAX_REDIRECTS", "new_ssl_context", "probe_http"]
+__all__ = ["MAX_REDIRECTS", "DnsChannel", "new_ssl_context", "probe_http"]
 
 MAX_REDIRECTS = 10  # hard cap whatever the target asks for
 MAX_LINE_SIZE = 8190  # status line and each header field, bytes
@@ -158,6 +161,23 @@ def _resolver() -> aiohttp.abc.AbstractResolver | None:
         return aiohttp.AsyncResolver()
     except RuntimeError:  # aiodns missing
         return None
+
+
+class DnsChannel:
+    """Keeps the running event loop's shared DNS channel open until `close()`.
+
+    Open one when the daemon starts and close it when it stops. Probes still get their own
+    resolver each (cheap while the channel is open); answers are cached up to their TTL by
+    c-ares either way.
+    """
+
+    def __init__(self) -> None:
+        self._resolver = _resolver()  # needs the running loop
+
+    async def close(self) -> None:
+        if self._resolver is not None:
+            await self._resolver.close()
+            self._resolver = None
 
 
 @functools.lru_cache(maxsize=1024)
