@@ -24,6 +24,7 @@ from monitor.metrics import UPTIME_WINDOWS, Metrics, public_url
 from monitor.model import Outage, ProbeResult, State, Target, Transition
 from monitor.notifications import Notifications, check_notifications
 from monitor.probes import run_probe
+from monitor.probes.http import DnsChannel
 from monitor.scheduler import Scheduler
 from monitor.server import build_app, rfc3339
 from monitor.store import Store, open_store
@@ -76,6 +77,7 @@ class Monitor:
         self.scheduler = Scheduler(self.tick, on_lateness=self.metrics.lateness.observe,
                                    on_skipped=self._skipped, clock=clock)
         self._tasks: list[asyncio.Task[None]] = []
+        self._dns: DnsChannel | None = None
 
     def _notifications(self, config: Config) -> Notifications:
         def count(notifier: str, outcome: str) -> None:
@@ -89,6 +91,7 @@ class Monitor:
         return [t for t in (config or self.config).targets if in_shard(t.name, self.shard)]
 
     async def start(self) -> None:
+        self._dns = DnsChannel()  # one DNS channel for the whole run, not one per probe
         targets = self.targets()
         await self.store.start_run(self.location, self._clock())
         states = await self.store.target_states(self.location)
@@ -114,6 +117,9 @@ class Monitor:
                 await task
         await self.notifications.stop()
         await self.store.end_run(self._clock())
+        if self._dns is not None:
+            await self._dns.close()
+            self._dns = None
 
     async def apply(self, config: Config) -> None:
         """Switch to a new, already validated config. Unchanged targets keep their schedule."""
@@ -256,7 +262,8 @@ async def run_monitor(
     monitor = Monitor(config, store, shard=shard)
     host = listen or config.server.listen
     bind_port = config.server.port if port is None else port
-    runner = web.AppRunner(build_app(monitor, monitor.registry, config.server.token),
+    runner = web.AppRunner(build_app(monitor, monitor.registry, config.server.token,
+                                     exposition=monitor.metrics.exposition),
                            access_log=None, handle_signals=False)
     await runner.setup()
     try:

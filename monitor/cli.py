@@ -180,7 +180,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"monitor: {args.config} is not valid:", file=sys.stderr)
         print(str(exc), file=sys.stderr)
         return 2
-    asyncio.run(run_daemon(config, listen=args.listen, port=args.port, shard=args.shard))
+    try:
+        import uvloop  # optional, faster event loop: pip install 'monitor[fast]'
+
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    run(run_daemon(config, listen=args.listen, port=args.port, shard=args.shard))
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from html import escape
 from typing import Any, Protocol
@@ -73,14 +73,23 @@ class View(Protocol):
     async def reload(self) -> tuple[bool, list[str]]: ...
 
 
-def build_app(view: View, registry: CollectorRegistry, token: str | None = None) -> web.Application:
+def build_app(view: View, registry: CollectorRegistry, token: str | None = None, *,
+              exposition: Callable[[], AsyncIterator[bytes]] | None = None) -> web.Application:
+    """`exposition` renders /metrics in pieces (Metrics.exposition); default: the registry."""
     app = web.Application(middlewares=[_auth(token)] if token else [])
     routes = web.RouteTableDef()
 
     @routes.get("/metrics")
-    async def metrics(request: web.Request) -> web.Response:
-        body = generate_latest(registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        if exposition is None:
+            body = generate_latest(registry)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        await response.prepare(request)
+        async for chunk in exposition():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     @routes.get("/healthz")
     async def healthz(request: web.Request) -> web.Response:

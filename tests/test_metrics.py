@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -124,3 +125,31 @@ def test_promtool_finds_nothing_to_complain_about() -> None:
     out = subprocess.run([promtool, "check", "metrics"], input=generate_latest(reg),
                          capture_output=True, timeout=30, check=False)
     assert out.returncode == 0 and not out.stdout and not out.stderr, out
+
+
+async def test_streamed_exposition_has_the_same_samples_as_generate_latest() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics, reg = make(per_target_histogram=True)
+    metrics.observe(ok("rt"))
+    metrics.observe(ProbeResult("duma", 1000.0, 0.1, False, Failure.DNS, "no such name"))
+    metrics.set_state("rt", State.DOWN, 990.0)
+    metrics.outage_opened("rt")
+    metrics.set_uptime("rt", "7d", 0.5)
+    metrics.lateness.observe(0.2)
+    streamed = b"".join([chunk async for chunk in metrics.exposition(chunk=1)])
+
+    def samples(text: bytes) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return {(s.name, tuple(sorted(s.labels.items())), s.value)
+                for family in text_string_to_metric_families(text.decode())
+                for s in family.samples}
+
+    expected = samples(generate_latest(reg))
+    assert samples(streamed) == expected
+    assert ("monitor_target_up", (("location", "here"), ("target", "rt")), 0.0) in expected
+    promtool = shutil.which("promtool")
+    if promtool:
+        out = await asyncio.to_thread(subprocess.run, [promtool, "check", "metrics"],
+                                      input=streamed, capture_output=True, timeout=30,
+                                      check=False)
+        assert out.returncode == 0 and not out.stdout and not out.stderr, out
