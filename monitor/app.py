@@ -26,8 +26,9 @@ from monitor.notifications import Notifications, check_notifications
 from monitor.probes import run_probe
 from monitor.probes.http import DnsChannel
 from monitor.scheduler import Scheduler
-from monitor.server import build_app, rfc3339
+from monitor.server import build_app
 from monitor.store import Store, open_store
+from monitor.timefmt import rfc3339
 from monitor.tracker import TargetTracker
 
 log = logging.getLogger("monitor")
@@ -56,9 +57,11 @@ class Monitor:
         registry: CollectorRegistry | None = None,
         probe: Probe = run_probe,
         shard: tuple[int, int] | None = None,
+        uptime_refresh: float = UPTIME_REFRESH,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.uptime_refresh = uptime_refresh
         self.location = config.location
         self.store = store
         self.registry = registry or CollectorRegistry()
@@ -200,10 +203,11 @@ class Monitor:
         self.metrics.missed_runs.labels(self.location, reason).inc()
 
     async def _refresh_uptime_forever(self) -> None:
-        await asyncio.sleep(UPTIME_FIRST)  # the first probes give the run some known time
+        # The first probes give the run some known time.
+        await asyncio.sleep(min(UPTIME_FIRST, self.uptime_refresh))
         while True:
             await self.refresh_uptime()
-            await asyncio.sleep(UPTIME_REFRESH)
+            await asyncio.sleep(self.uptime_refresh)
 
     async def refresh_uptime(self) -> None:
         """Uptime ratios over known time, one store query per window for all targets."""
@@ -255,11 +259,12 @@ async def run_monitor(
     shard: tuple[int, int] | None = None,
     ready: Callable[[], None] | None = None,
     on_monitor: Callable[[Monitor], None] | None = None,
+    uptime_refresh: float = UPTIME_REFRESH,
 ) -> None:
     """Run one monitor and its HTTP server until cancelled, then shut down cleanly."""
     store = open_store(config.store)
     await store.open()
-    monitor = Monitor(config, store, shard=shard)
+    monitor = Monitor(config, store, shard=shard, uptime_refresh=uptime_refresh)
     host = listen or config.server.listen
     bind_port = config.server.port if port is None else port
     runner = web.AppRunner(build_app(monitor, monitor.registry, config.server.token,

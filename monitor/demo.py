@@ -32,15 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from monitor.config import Config, MetricsConfig, ServerConfig, StoreConfig
 from monitor.model import Target
-
-if TYPE_CHECKING:
-    from monitor.app import Monitor
 
 log = logging.getLogger("monitor.demo")
 
@@ -167,13 +163,6 @@ def demo_targets(port: int, mil_port: int, tls_port: int) -> tuple[Target, ...]:
     )
 
 
-async def refresh_uptime(monitor: Monitor) -> None:
-    """Uptime ratios every probe interval: the daemon's once a minute is slow for a demo loop."""
-    while True:
-        await asyncio.sleep(INTERVAL)
-        await monitor.refresh_uptime()
-
-
 async def run_demo(*, port: int = 9321, cycle: float = 180.0, data_dir: str | None = None,
                    listen: str = "127.0.0.1", ready: Callable[[], None] | None = None) -> None:
     """Run target servers and two monitors (ports `port` and `port + 1`) until cancelled.
@@ -206,12 +195,8 @@ async def run_demo(*, port: int = 9321, cycle: float = 180.0, data_dir: str | No
                  "cycle %.0fs; monitors %s", target_port, mil_port, tls_port, cycle,
                  ", ".join(f"{c.location} on http://{listen}:{c.server.port}/" for c in configs))
         started = [asyncio.Event() for _ in configs]
-        refreshers: list[asyncio.Task[None]] = []
-
-        def refresh_often(monitor: Monitor) -> None:
-            refreshers.append(asyncio.create_task(refresh_uptime(monitor)))
-
-        monitors = [asyncio.create_task(run_monitor(c, ready=e.set, on_monitor=refresh_often))
+        # Uptime ratios every probe interval: the daemon's once a minute is slow for a loop.
+        monitors = [asyncio.create_task(run_monitor(c, ready=e.set, uptime_refresh=INTERVAL))
                     for c, e in zip(configs, started, strict=True)]
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 30)
@@ -219,9 +204,8 @@ async def run_demo(*, port: int = 9321, cycle: float = 180.0, data_dir: str | No
                 ready()
             await asyncio.gather(*monitors)
         finally:
-            # Refreshers first: they read the stores the monitors close on the way out.
-            for task in (*refreshers, *monitors, flapper):
+            for task in (*monitors, flapper):
                 task.cancel()
-            await asyncio.gather(*refreshers, *monitors, flapper, return_exceptions=True)
+            await asyncio.gather(*monitors, flapper, return_exceptions=True)
             await runner.cleanup()
             await mil_runner.cleanup()

@@ -1,7 +1,7 @@
 """Outage lists and availability reports as text tables, CSV or JSON (for the CLI).
 
-Pure formatting: imports monitor.model, monitor.store.base and monitor.server's time
-helpers only.
+Pure formatting: imports monitor.model, monitor.store.base, monitor.timefmt and
+monitor.server's outage_json only.
 """
 
 from __future__ import annotations
@@ -12,21 +12,13 @@ import json
 from collections.abc import Sequence
 
 from monitor.model import Outage
-from monitor.server import outage_json, rfc3339
+from monitor.server import outage_json
 from monitor.store.base import TargetReport
+from monitor.timefmt import human_duration, rfc3339
 
 
-def human_duration(seconds: float | None) -> str:
-    """`3d 4h`, `12m 30s`, `45s` — two units at most."""
-    if seconds is None:
-        return "-"
-    s = round(seconds)
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if s >= size or (unit == "s" and not parts):
-            parts.append(f"{s // size}{unit}")
-            s %= size
-    return " ".join(parts[:2])
+def duration_cell(seconds: float | None) -> str:
+    return "-" if seconds is None else human_duration(seconds)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -54,7 +46,7 @@ def format_outages(outages: Sequence[Outage], now: float, fmt: str) -> str:
     if not outages:
         return "no outages"
     rows = [[str(o.id), o.target, o.location, rfc3339(o.started_at) or "",
-             rfc3339(o.ended_at) or "ongoing", human_duration(o.duration(now)),
+             rfc3339(o.ended_at) or "ongoing", duration_cell(o.duration(now)),
              o.cause.value + (" (maintenance)" if o.maintenance else ""),
              str(o.failed_probes), o.message] for o in outages]
     return table(["ID", "TARGET", "LOCATION", "STARTED", "ENDED", "DURATION", "CAUSE",
@@ -80,8 +72,8 @@ def format_report(reports: Sequence[TargetReport], fmt: str) -> str:
     if not reports:
         return "no history in this window"
     rows = [[r.target, r.location, "-" if r.uptime is None else f"{r.uptime * 100:.3f}%",
-             str(r.outages), human_duration(r.downtime_seconds),
-             human_duration(r.longest_seconds), human_duration(r.mttr_seconds),
-             human_duration(r.known_seconds)] for r in reports]
+             str(r.outages), duration_cell(r.downtime_seconds),
+             duration_cell(r.longest_seconds), duration_cell(r.mttr_seconds),
+             duration_cell(r.known_seconds)] for r in reports]
     return table(["TARGET", "LOCATION", "UPTIME", "OUTAGES", "DOWNTIME", "LONGEST", "MTTR",
                   "KNOWN TIME"], rows)

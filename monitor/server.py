@@ -21,14 +21,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor.config import parse_duration
 from monitor.model import Outage
+from monitor.timefmt import human_duration, rfc3339
 
 log = logging.getLogger("monitor.server")
-
-
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str, now: float) -> float:
@@ -190,17 +185,12 @@ def render_status_page(view: View, outages: list[Outage]) -> str:
     outage_rows = [
         f"<tr class='{'down' if o.open else ''}'><td>{escape(o.target)}</td>"
         f"<td>{rfc3339(o.started_at)}</td><td>{rfc3339(o.ended_at) or 'ongoing'}</td>"
-        f"<td>{_duration(o.duration(now))}</td><td>{escape(o.cause.value)}"
+        f"<td>{human_duration(o.duration(now))}</td><td>{escape(o.cause.value)}"
         f"{' (maintenance)' if o.maintenance else ''}</td><td>{escape(o.message)}</td></tr>"
         for o in outages]
     return _PAGE.format(location=escape(view.location), rows="\n".join(rows),
                         outages="\n".join(outage_rows) or "<tr><td colspan=6>none</td></tr>",
                         now=rfc3339(now))
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
 
 _PAGE = """<!doctype html>

@@ -13,7 +13,8 @@ import pytest
 from servers import HttpServer, closed_port
 
 from monitor.model import Failure, Outage
-from monitor.reports import format_outages, human_duration
+from monitor.reports import format_outages
+from monitor.timefmt import human_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +56,7 @@ async def test_validate_lists_every_error_with_file_and_line(tmp_path: Path) -> 
 
 async def test_the_example_config_is_valid_including_notifiers_and_maintenance(
         tmp_path: Path) -> None:
-    env = {**os.environ, "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
+    env = {**os.environ, "SLACK_WEBHOOK_URL": "https://hooks.slack.test/services/T/B/X",
            "MONITOR_TOKEN": "t0ken"}
     result = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "monitor", "validate", "config/example.yaml"],

@@ -4,7 +4,7 @@ Templates use `string.Template` (`$target`, `${duration}`): substitution only, s
 file can never run code or reach attributes. Templates are checked when the config is
 read, so rendering cannot fail at send time.
 
-Imports: stdlib and monitor.notify.base.
+Imports: stdlib, monitor.timefmt and monitor.notify.base.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.notify.base import KINDS, Message
+from monitor.timefmt import human_duration
 
 VARIABLES = ("target", "location", "cause", "error", "since", "duration", "url", "kind")
 
@@ -44,18 +45,8 @@ class Rendered:
 
 
 def format_duration(seconds: float | None) -> str:
-    """A short human duration: "45s", "12m 30s", "3h 5m", "2d 4h"."""
-    if seconds is None:
-        return "unknown"
-    total = max(0, round(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    units = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
-    first = next((i for i, (n, _) in enumerate(units) if n), len(units) - 1)
-    # The largest unit and the next one say enough: seconds of a two-day outage are noise.
-    shown = [f"{n}{u}" for n, u in units[first : first + 2] if n]
-    return " ".join(shown) or "0s"
+    """A short human duration: "45s", "12m 30s", "3h 5m", "2d 4h"; "unknown" for None."""
+    return "unknown" if seconds is None else human_duration(seconds)
 
 
 def format_time(ts: float) -> str:
