@@ -21,6 +21,9 @@ class Failure(enum.StrEnum):
     HTTP = "http"  # status not expected, redirect loop, malformed response
     CONTENT = "content"  # body expectation failed
     ERROR = "error"  # anything else
+    # The monitor's own fault, not the target's: offline, out of descriptors, overloaded.
+    # Such a result is *unknown*: it never opens, extends or closes an outage.
+    LOCAL = "local"
 
 
 class State(enum.StrEnum):
@@ -87,6 +90,11 @@ class ProbeResult:
     phase: str | None = None  # the phase a failure happened in (always set for timeouts)
     cert_expiry: float | None = None  # POSIX time the server certificate expires
     truncated: bool = False  # body reading stopped at max_body_bytes
+
+    @property
+    def unknown(self) -> bool:
+        """True when the monitor itself was at fault: the result says nothing of the target."""
+        return self.failure is Failure.LOCAL
 
 
 @dataclass(frozen=True, slots=True)

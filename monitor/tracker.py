@@ -9,6 +9,8 @@ Rules (DESIGN.md, "Outage semantics"):
   `up`. A shorter run of failures between successes (a blip) changes nothing.
 - A transition is dated by the start of the *first* probe of the confirming run, so an outage
   starts at its first failing probe and ends at the first successful probe of the recovery.
+- A result of class `local` (the monitor's own fault) is no evidence: it is skipped and
+  neither starts, extends nor breaks a run.
 - `Transition.failures` counts failures by class: for → down, the failures of the confirming
   run; for → up, the failures observed while down (after the → down transition). The store
   adds the second to the first when it closes the outage.
@@ -71,6 +73,8 @@ class TargetTracker:
 
     def observe(self, result: ProbeResult) -> Transition | None:
         """Account for one result; return the transition it confirms, if any."""
+        if result.unknown:  # the monitor's own fault: no evidence either way, the run goes on
+            return None
         if self.run_first is None or self.run_first.ok != result.ok:
             self.run_first = result
             self.run_length = 0

@@ -15,6 +15,7 @@ CODES = {
     "C": Failure.CONNECT,
     "D": Failure.DNS,
     "E": None,  # a failure without a class counts as "error"
+    "L": Failure.LOCAL,  # the monitor's own fault: no evidence about the target
 }
 
 
@@ -91,6 +92,11 @@ def summary(transitions: list[Transition]) -> list[tuple[str, int, dict[str, int
             [("down", 0, {"http": 3}), ("up", 5, {"http": 1})],
             id="up-after-2-interrupted-recovery",
         ),
+        pytest.param("SHLLHLH", 3, 1, [("up", 0, {}), ("down", 1, {"http": 3})],
+                     id="local-faults-neither-break-nor-extend-a-run"),
+        pytest.param("LLLLL", 1, 1, [], id="local-faults-never-confirm"),
+        pytest.param("HHHLLLS", 3, 1, [("down", 0, {"http": 3}), ("up", 6, {})],
+                     id="local-faults-while-down-are-not-failures"),
         pytest.param(
             "HHHHDDS", 3, 1, [("down", 0, {"http": 3}), ("up", 6, {"http": 1, "dns": 2})], id="long"
         ),
