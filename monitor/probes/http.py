@@ -1,25 +1,32 @@
 """The HTTP(S) probe: one cold request to a target, judged and timed by phase.
 
-Every probe is a first visit: its own DNS lookup (aiodns through aiohttp's AsyncResolver when
-installed, no DNS cache), its own TCP connection and TLS handshake (fresh connector, closed
+Every probe is a first visit: its own DNS lookup (`monitor.probes.resolve`: hosts file, then
+DNS, no cache, no thread), its own TCP connection and TLS handshake (fresh connector, closed
 after the request, no TLS session reuse). The probe never raises (except CancelledError when
 its task is cancelled); every outcome, including a timeout, is a `ProbeResult`.
 
 Phases are contiguous segments of one monotonic clock, so they add up to the duration:
 resolve (DNS), connect (TCP), tls (handshake), processing (connection ready → response
 headers), transfer (headers → body read). With redirects each phase is summed over the hops.
-aiohttp's trace signals mark every boundary but one: TCP connected vs. TLS started. That one
-comes from `_TimedSSLContext.wrap_bio`, which asyncio calls as soon as the TCP socket is
-connected; it finds the probe's timer through a context variable.
+Setup (SSL contexts, resolver, session) happens before the clock starts and belongs to no
+phase. aiohttp's trace signals mark every boundary but one: TCP connected vs. TLS started.
+That one comes from `_TimedSSLContext.wrap_bio`, which asyncio calls as soon as the TCP
+socket is connected; it finds the probe's timer through a context variable.
 
-DNS caveat: aiodns shares one c-ares channel per event loop, and c-ares (≥ 1.23) caches
-answers up to their TTL with no switch in pycares, as a caching stub resolver would. c-ares
-runs its own event thread; this module starts no thread and never uses the executor.
-The channel closes when the last resolver using it does; a daemon keeps it open with a
-`DnsChannel` for its whole run, else probes that do not overlap would each build and destroy
-a channel and its thread (~0.4 ms of CPU per probe, a fifth of the pipeline's cost).
+Redirects are followed here, hop by hop, not by aiohttp (`Target.redirects`):
+- `follow` follows any http(s) redirect, `same-origin` only those within the target's origin
+  (a redirect elsewhere is judged as the response), `none` judges the first response;
+- once a hop leaves the target's origin (scheme, host, port; http→https on the same host
+  counts as the same origin), the configured headers, URL credentials and the body are no
+  longer sent, whatever the status (307/308 included);
+- a hop whose host resolves only to loopback, link-local, private or metadata addresses is
+  refused unless the target itself resolved to such an address. The check runs on the
+  addresses the connection will use (the resolver returns only allowed ones), so a DNS name
+  pointing inside cannot slip through.
 
-Imports: stdlib, aiohttp (aiodns only through aiohttp's AsyncResolver), monitor.model.
+Messages go through `monitor.probes.sanitize.clean()`: no URL, no credential, no echo.
+
+Imports: stdlib, aiohttp, yarl, monitor.model, monitor.probes.resolve, monitor.probes.sanitize.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextvars
+import errno
 import functools
 import os
 import re
@@ -36,34 +44,55 @@ import time
 from collections.abc import Callable
 
 import aiohttp
+import aiohttp.abc
+from yarl import URL
 
 from monitor.model import PHASES, Failure, ProbeResult, StatusRange, Target
+from monitor.probes.resolve import Resolver, is_public
+from monitor.probes.sanitize import clean, target_secrets
 
-__all__ = ["MAX_REDIRECTS", "DnsChannel", "new_ssl_context", "probe_http"]
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_INFORMATIONAL",
+    "MAX_REDIRECTS",
+    "REDIRECT_POLICIES",
+    "DnsChannel",
+    "new_ssl_context",
+    "probe_http",
+]
 
 MAX_REDIRECTS = 10  # hard cap whatever the target asks for
 MAX_LINE_SIZE = 8190  # status line and each header field, bytes
-MAX_HEADERS = 128
-_MESSAGE_LIMIT = 300  # characters in ProbeResult.message
+# curl and the blackbox exporter (Go) have no count limit, only a size one; thousands of
+# headers are accepted, and memory stays bounded by MAX_HEADERS × MAX_LINE_SIZE.
+MAX_HEADERS = 2000
+MAX_INFORMATIONAL = 10  # 1xx responses before the final one; more is a hostile flood
+REDIRECT_POLICIES = ("follow", "same-origin", "none")
+_REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+_LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 # The deadline is ours (asyncio.timeout); aiohttp's own timeouts stay off.
 _NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=None)
 
 
+class RedirectRefused(Exception):
+    """A redirect led to an address the policy forbids (raised by the probe's resolver)."""
+
+
 class _Visit:
     """Run-time state of one probe: the phase clock, and what the response told us."""
 
-    __slots__ = ("phase", "phases", "since", "ssl_object", "status", "truncated")
+    __slots__ = ("notes", "phase", "phases", "since", "ssl_object", "status", "truncated")
 
     def __init__(self) -> None:
         self.phases: dict[str, float] = dict.fromkeys(PHASES, 0.0)
-        # Setting up before the first connection is counted as connect: it is tiny, and
-        # resolve must stay 0.0 for IP literals.
+        # The request starts by connecting; resolve stays 0.0 for IP literals.
         self.phase: str | None = "connect"
         self.since = time.perf_counter()
         self.ssl_object: ssl.SSLObject | None = None  # of the latest TLS connection
         self.status: int | None = None
         self.truncated = False
+        self.notes: list[str] = []  # said in the message of a successful probe
 
     def enter(self, phase: str | None) -> None:
         """Close the current phase and start `phase` (None: the clock stops)."""
@@ -124,8 +153,14 @@ def new_ssl_context(*, verify: bool = True) -> ssl.SSLContext:
 
 @functools.cache
 def _shared_ssl_context(verify: bool) -> ssl.SSLContext:
-    """One context of each kind per process, built on first use."""
+    """One context of each kind per process, built on first use (outside the phases)."""
     return new_ssl_context(verify=verify)
+
+
+@functools.cache
+def _shared_resolver() -> Resolver:
+    """The process's resolver (resolv.conf read once; answers are never kept)."""
+    return Resolver()
 
 
 def _entering(phase: str, *, new_connection: bool = False) -> Callable[..., object]:
@@ -150,34 +185,75 @@ def _trace_config() -> aiohttp.TraceConfig:
     config.on_dns_resolvehost_end.append(_entering("connect"))
     # TCP connected → tls comes from _TimedSSLContext.wrap_bio.
     config.on_connection_create_end.append(_entering("processing"))
-    config.on_request_redirect.append(_entering("transfer"))  # headers of a redirect
-    config.on_request_end.append(_entering("transfer"))  # headers of the final response
+    config.on_request_end.append(_entering("transfer"))  # headers of each hop's response
     return config
 
 
-def _resolver() -> aiohttp.abc.AbstractResolver | None:
-    """aiodns when installed (no thread pool); None lets aiohttp pick its default."""
-    try:
-        return aiohttp.AsyncResolver()
-    except RuntimeError:  # aiodns missing
-        return None
-
-
 class DnsChannel:
-    """Keeps the running event loop's shared DNS channel open until `close()`.
+    """Prepares what probes share (resolver, SSL contexts) when the daemon starts.
 
-    Open one when the daemon starts and close it when it stops. Probes still get their own
-    resolver each (cheap while the channel is open); answers are cached up to their TTL by
-    c-ares either way.
+    Kept under its old name for the daemon: there is no DNS channel to hold open any more
+    (every lookup is fresh), but building the shared setup once at start keeps it out of
+    the first probes. `close()` is safe in any state.
     """
 
     def __init__(self) -> None:
-        self._resolver = _resolver()  # needs the running loop
+        _shared_resolver()
+        _shared_ssl_context(True)
+        _shared_ssl_context(False)
 
     async def close(self) -> None:
-        if self._resolver is not None:
-            await self._resolver.close()
-            self._resolver = None
+        return None
+
+
+class _ProbeResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's resolver for one probe: fresh lookups, and the redirect address policy.
+
+    Until `confine()`, every address is allowed and the first lookup tells whether the target
+    itself is inside (loopback, private...). After it, only public addresses are returned,
+    unless the target was inside; a host with none left is refused.
+    """
+
+    def __init__(self, resolver: Resolver) -> None:
+        self._resolver = resolver
+        self.target_inside: bool | None = None  # None until the first hop is known
+        self.confined = False
+
+    def note_first(self, addresses: list[str]) -> None:
+        if self.target_inside is None:
+            self.target_inside = not all(is_public(a) for a in addresses)
+
+    def allowed(self, addresses: list[str]) -> list[str]:
+        if not self.confined or self.target_inside:
+            return addresses
+        return [a for a in addresses if is_public(a)]
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        addresses = await self._resolver.lookup(host)
+        if family in (socket.AF_INET, socket.AF_INET6):
+            addresses = [a for a in addresses if (":" in a) == (family == socket.AF_INET6)]
+            if not addresses:
+                raise socket.gaierror(socket.EAI_NODATA, "no address of the wanted family")
+        self.note_first(addresses)
+        allowed = self.allowed(addresses)
+        if not allowed:
+            raise RedirectRefused
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in allowed
+        ]
+
+    async def close(self) -> None:
+        return None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -190,6 +266,7 @@ async def probe_http(
     *,
     clock: Callable[[], float] = time.time,
     ssl_context: ssl.SSLContext | None = None,
+    resolver: Resolver | None = None,
 ) -> ProbeResult:
     """Probe `target` once and judge the answer; never raises (but for cancellation).
 
@@ -197,42 +274,54 @@ async def probe_http(
     ssl_context replaces the verifying context (system CAs) when `target.verify_tls` is on,
     e.g. to trust a private CA. Build it with `new_ssl_context()`: with another SSLContext
     the tls phase is counted in connect and `cert_expiry` stays None.
+    resolver replaces the process's resolver (e.g. one asking a given name server).
     """
     started_at = clock()
-    visit = _Visit()
-    start = visit.since
-    token = _VISIT.set(visit)
+    secrets = target_secrets(target.url, target.headers, target.body)
     failure: Failure | None = None
     message = ""
     phase: str | None = None  # where a failure happened
-    deadline = asyncio.timeout(target.timeout)
     try:
-        async with deadline:
-            failure, message = await _visit(target, visit, ssl_context)
-    except TimeoutError:
-        if deadline.expired():
-            phase = visit.phase or "transfer"
-            failure = Failure.TIMEOUT
-            message = f"timed out after {target.timeout:g}s during {phase}"
-        else:  # raised by something inside, not our deadline
-            failure, message = Failure.TIMEOUT, "timed out"
-            phase = visit.phase
-    except asyncio.CancelledError:  # our task was cancelled (shutdown): not a probe outcome
-        raise
-    except Exception as exc:
+        session, probe_resolver = _session(target, ssl_context, resolver)
+    except Exception as exc:  # setup failed: the monitor's fault or an unusable option
+        session = None
         failure, message = _classify(exc)
-        phase = visit.phase
+    visit = _Visit()  # the clock starts here: setup belongs to no phase
+    token = _VISIT.set(visit)
+    try:
+        if session is not None:
+            async with session:
+                deadline = asyncio.timeout(target.timeout)
+                try:
+                    async with deadline:
+                        failure, message = await _visit(target, visit, session, probe_resolver)
+                except TimeoutError:
+                    phase = visit.phase or "transfer"
+                    if not deadline.expired():  # raised by something inside, not our deadline
+                        failure, message = Failure.TIMEOUT, "timed out"
+                    elif phase == "resolve":  # the name servers are the ones not answering
+                        failure = Failure.DNS
+                        message = f"DNS lookup timed out after {target.timeout:g}s"
+                    else:
+                        failure = Failure.TIMEOUT
+                        message = f"timed out after {target.timeout:g}s during {phase}"
+                except Exception as exc:
+                    failure, message = _classify(exc)
+                    phase = visit.phase
+                visit.enter(None)  # closing the session is no phase either
     finally:
         _VISIT.reset(token)
     visit.enter(None)
-    duration = time.perf_counter() - start
+    duration = sum(visit.phases.values())
+    if failure is None and visit.notes:
+        message = "; ".join(visit.notes)
     return ProbeResult(
         target=target.name,
         started_at=started_at,
         duration=duration,
         ok=failure is None,
         failure=failure,
-        message=_clean(message, target.url),
+        message=clean(message, secrets),
         status=visit.status,
         phases=visit.phases,
         phase=phase,
@@ -241,57 +330,93 @@ async def probe_http(
     )
 
 
-async def _visit(
-    target: Target, visit: _Visit, ssl_context: ssl.SSLContext | None
-) -> tuple[Failure | None, str]:
-    """Send the request, read the body (capped), judge it. Exceptions go to the caller."""
+def _session(
+    target: Target, ssl_context: ssl.SSLContext | None, resolver: Resolver | None
+) -> tuple[aiohttp.ClientSession, _ProbeResolver]:
+    """Everything a probe needs before its clock starts."""
     if not target.verify_tls:
         context = _shared_ssl_context(False)
     else:
         context = ssl_context or _shared_ssl_context(True)
-    max_redirects = min(target.max_redirects, MAX_REDIRECTS)
-    want_body = target.body_contains is not None or target.body_regex is not None
-    # A resolver we pass in is ours to close. AsyncResolver instances share one aiodns
-    # channel per event loop, which closes when the last of them does.
-    resolver = _resolver()
-    try:
-        connector = aiohttp.TCPConnector(
-            force_close=True,
-            use_dns_cache=False,
-            resolver=resolver,
-            ssl=context,
-            local_addr=(target.source_address, 0) if target.source_address else None,
-        )
-        async with (
-            aiohttp.ClientSession(
-                connector=connector,
-                timeout=_NO_CLIENT_TIMEOUT,
-                trace_configs=[_trace_config()],
-                trust_env=False,  # no proxies from the environment, no netrc (threads)
-                max_line_size=MAX_LINE_SIZE,
-                max_field_size=MAX_LINE_SIZE,
-                max_headers=MAX_HEADERS,
-            ) as session,
-            session.request(
-                target.method,
-                target.url,
-                headers=target.headers or None,
-                data=target.body,
-                allow_redirects=target.follow_redirects and max_redirects > 0,
-                # aiohttp stops at the Nth redirect response; we follow N redirects.
-                max_redirects=max_redirects + 1,
-            ) as response,
-        ):
-            visit.status = response.status
-            charset = response.charset
-            body = await _read_body(response, target.max_body_bytes, want_body, visit)
-            visit.enter(None)
-    except aiohttp.TooManyRedirects:
-        return Failure.HTTP, f"too many redirects ({max_redirects})"
-    finally:
-        if resolver is not None:
-            await resolver.close()
+    probe_resolver = _ProbeResolver(resolver or _shared_resolver())
+    connector = aiohttp.TCPConnector(
+        force_close=True,
+        use_dns_cache=False,
+        resolver=probe_resolver,
+        ssl=context,
+        local_addr=(target.source_address, 0) if target.source_address else None,
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=_NO_CLIENT_TIMEOUT,
+        trace_configs=[_trace_config()],
+        trust_env=False,  # no proxies from the environment, no netrc (threads)
+        max_line_size=MAX_LINE_SIZE,
+        max_field_size=MAX_LINE_SIZE,
+        max_headers=MAX_HEADERS,
+    )
+    return session, probe_resolver
 
+
+def _same_origin(origin: URL, url: URL) -> bool:
+    """Same scheme, host and port; an http→https upgrade of the same host counts as same."""
+    if (url.host or "").lower() != (origin.host or "").lower():
+        return False
+    if (url.scheme, url.port) == (origin.scheme, origin.port):
+        return True
+    return (origin.scheme, origin.port, url.scheme, url.port) == ("http", 80, "https", 443)
+
+
+async def _visit(
+    target: Target, visit: _Visit, session: aiohttp.ClientSession, resolver: _ProbeResolver
+) -> tuple[Failure | None, str]:
+    """Send the request hop by hop, read the body (capped), judge it."""
+    policy = target.redirects if target.follow_redirects else "none"
+    max_redirects = min(target.max_redirects, MAX_REDIRECTS) if policy != "none" else 0
+    want_body = target.body_contains is not None or target.body_regex is not None
+    try:
+        origin = URL(target.url)
+        auth = aiohttp.BasicAuth.from_url(origin)
+        url = origin.with_user(None) if origin.user is not None else origin
+    except ValueError:
+        raise aiohttp.InvalidURL("target URL") from None
+    method, headers, data = target.method, target.headers or None, target.body
+    foreign = False  # left the target's origin: nothing of the target's is sent any more
+    if url.host is not None and _is_ip(url.host):
+        resolver.note_first([url.host])
+    for hop in range(max_redirects + 1):
+        if hop == 1:
+            resolver.confined = True
+        if hop and url.host is not None and _is_ip(url.host) and not resolver.allowed([url.host]):
+            raise RedirectRefused
+        async with session.request(
+            method,
+            url,
+            headers=None if foreign else headers,
+            data=None if foreign else data,
+            auth=None if foreign else auth,
+            allow_redirects=False,
+        ) as response:
+            visit.status = response.status
+            location = response.headers.get("Location")
+            if response.status in _REDIRECT_STATUSES and location is not None and policy != "none":
+                next_url = _redirect_target(url, location)
+                if policy == "follow" or _same_origin(origin, next_url):
+                    if hop == max_redirects:
+                        return Failure.HTTP, f"too many redirects ({max_redirects})"
+                    foreign = foreign or not _same_origin(origin, next_url)
+                    if response.status == 303 or (
+                        response.status in (301, 302) and method == "POST"
+                    ):
+                        method = "GET" if method != "HEAD" else method
+                        data = None
+                    url = next_url
+                    continue
+            charset = response.charset if _known_charset(response) else None
+            body = await _read_body(response, target.max_body_bytes, want_body, visit)
+            _note_encoding(response, visit)
+            visit.enter(None)
+            break
     status = visit.status
     if not any(status in accepted for accepted in target.expect_status):
         return Failure.HTTP, f"HTTP {status}, expected {_ranges(target.expect_status)}"
@@ -303,6 +428,33 @@ async def _visit(
         if target.body_regex is not None and not _compiled(target.body_regex).search(text):
             return Failure.CONTENT, f"body does not match {target.body_regex!r}{where}"
     return None, ""
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
+
+
+def _redirect_target(url: URL, location: str) -> URL:
+    """The absolute URL a Location points to; raises RedirectClientError if unusable."""
+    try:
+        next_url = url.join(URL(location)).with_fragment(None)
+    except ValueError:
+        raise aiohttp.InvalidUrlRedirectClientError(location, "is not a valid URL") from None
+    if next_url.scheme not in ("http", "https") or not next_url.host:
+        raise aiohttp.NonHttpUrlRedirectClientError(location)
+    return next_url
+
+
+def _known_charset(response: aiohttp.ClientResponse) -> bool:
+    return True
+
+
+def _note_encoding(response: aiohttp.ClientResponse, visit: _Visit) -> None:
+    return None
 
 
 async def _read_body(
@@ -334,12 +486,17 @@ def _ranges(ranges: tuple[StatusRange, ...]) -> str:
     return ", ".join(f"{r.low}" if r.low == r.high else f"{r.low}-{r.high}" for r in ranges)
 
 
-def _classify(exc: Exception) -> tuple[Failure, str]:
+def _classify(exc: BaseException) -> tuple[Failure, str]:
     """Failure class and one-line message for an exception raised by a request.
 
     Messages are built from the parts of the exception, never from str() of aiohttp's
-    exceptions, which carry the URL (credentials, query strings).
+    exceptions, which carry the URL (credentials, query strings) and echo the server's bytes.
     """
+    os_error = _os_error(exc)
+    if os_error is not None and os_error.errno in _LOCAL_ERRNOS:
+        return Failure.LOCAL, f"monitor out of resources: {_os_reason(os_error)}"
+    if isinstance(exc, RedirectRefused):
+        return Failure.HTTP, "redirect to a private address refused"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         error = exc.certificate_error
         reason = getattr(error, "verify_message", None) or _ssl_reason(error)
@@ -351,16 +508,17 @@ def _classify(exc: Exception) -> tuple[Failure, str]:
     ):
         return Failure.DNS, f"DNS lookup failed: {_os_reason(exc.os_error)}"
     if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ssl.SSLError):
+            return Failure.TLS, f"TLS handshake failed: {_ssl_reason(exc.os_error)}"
         return Failure.CONNECT, f"cannot connect: {_os_reason(exc.os_error)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return Failure.CONNECT, "server disconnected before a complete response"
     if isinstance(exc, aiohttp.ServerFingerprintMismatch):
         return Failure.TLS, "certificate fingerprint mismatch"
     if isinstance(exc, aiohttp.ClientResponseError):  # malformed or oversized response
-        # "Got more than 8190 bytes when reading: b'bbbb...'." → drop the echoed bytes
-        return Failure.HTTP, "bad response: " + re.sub(r":\s*b?['\"].*$", "", str(exc.message))
+        return Failure.HTTP, "bad response: " + _summary(exc.message)
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return Failure.HTTP, f"bad response body: {exc}"
+        return Failure.HTTP, "bad response body: " + _summary(str(exc))
     if isinstance(exc, aiohttp.RedirectClientError):
         return Failure.HTTP, "redirect to an invalid or non-HTTP location"
     if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
@@ -369,13 +527,33 @@ def _classify(exc: Exception) -> tuple[Failure, str]:
         return Failure.TLS, f"TLS error: {_ssl_reason(exc)}"
     if isinstance(exc, OSError):  # reset, broken pipe, unreachable
         return Failure.CONNECT, f"connection error: {_os_reason(exc)}"
-    return Failure.ERROR, f"{type(exc).__name__}: {exc}"
+    return Failure.ERROR, type(exc).__name__  # str() may hold anything: not shown
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError under an aiohttp exception, or the exception itself."""
+    inner = getattr(exc, "os_error", None)
+    if isinstance(inner, OSError):
+        return inner
+    return exc if isinstance(exc, OSError) else None
+
+
+def _summary(text: str) -> str:
+    """aiohttp's own words from a parser error, without the server's bytes it echoes.
+
+    "Bad status line:\\n  Expected HTTP/...:\\n\\n  b'<echo>'" → "Bad status line";
+    "Got more than 8190 bytes when reading: b'<echo>'." → "Got more than 8190 bytes when
+    reading". Only the first line up to the first quote is kept.
+    """
+    first = str(text).strip().split("\n", 1)[0]
+    first = re.split(r"""\s*:?\s*b?['"]""", first, maxsplit=1)[0]
+    return first.rstrip(" :.") or "malformed"
 
 
 def _os_reason(error: OSError) -> str:
     if isinstance(error.errno, int) and error.errno > 0:
         return os.strerror(error.errno)  # "Connection refused", without the address
-    return str(error.strerror or "") or str(error) or type(error).__name__
+    return str(error.strerror or "") or type(error).__name__
 
 
 def _ssl_reason(error: BaseException) -> str:
@@ -383,29 +561,6 @@ def _ssl_reason(error: BaseException) -> str:
     text = str(getattr(error, "strerror", None) or error)
     text = re.sub(r"^\[[A-Z0-9_: ]+\]\s*", "", text)
     return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text) or type(error).__name__
-
-
-_URL_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-
-
-def _clean(message: str, url: str) -> str:
-    """One line, no URLs (they may carry credentials or secret query values), bounded."""
-    message = _URL_RE.sub("<url>", " ".join(message.split()))
-    secret = _password(url)
-    if secret:
-        message = message.replace(secret, "***")
-    if len(message) > _MESSAGE_LIMIT:
-        message = message[: _MESSAGE_LIMIT - 1] + "…"
-    return message
-
-
-def _password(url: str) -> str | None:
-    """The password in http://user:password@host/..., if any."""
-    authority = url.partition("://")[2].partition("/")[0]
-    userinfo, at, _ = authority.rpartition("@")
-    if not at:
-        return None
-    return userinfo.partition(":")[2] or None
 
 
 def _cert_expiry(ssl_object: ssl.SSLObject | None) -> float | None:
