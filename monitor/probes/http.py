@@ -380,7 +380,10 @@ async def _visit(
         url = origin.with_user(None) if origin.user is not None else origin
     except ValueError:
         raise aiohttp.InvalidURL("target URL") from None
-    method, headers, data = target.method, target.headers or None, target.body
+    headers = dict(target.headers)
+    if auth is not None and not any(k.lower() == "authorization" for k in headers):
+        headers["Authorization"] = auth.encode()
+    method, data = target.method, target.body
     foreign = False  # left the target's origin: nothing of the target's is sent any more
     if url.host is not None and _is_ip(url.host):
         resolver.note_first([url.host])
@@ -394,7 +397,6 @@ async def _visit(
             url,
             headers=None if foreign else headers,
             data=None if foreign else data,
-            auth=None if foreign else auth,
             allow_redirects=False,
         ) as response:
             visit.status = response.status
