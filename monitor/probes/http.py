@@ -41,14 +41,16 @@ import re
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import aiohttp.abc
 from yarl import URL
 
 from monitor.model import PHASES, Failure, ProbeResult, StatusRange, Target
-from monitor.probes.resolve import Resolver, is_public
+from monitor.probes.resolve import LOCAL_ERRNOS, Resolver, is_public
 from monitor.probes.sanitize import clean, target_secrets
 
 __all__ = [
@@ -69,7 +71,6 @@ MAX_HEADERS = 2000
 MAX_INFORMATIONAL = 10  # 1xx responses before the final one; more is a hostile flood
 REDIRECT_POLICIES = ("follow", "same-origin", "none")
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-_LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 # The deadline is ours (asyncio.timeout); aiohttp's own timeouts stay off.
 _NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=None)
@@ -206,6 +207,41 @@ class DnsChannel:
         return None
 
 
+class TooManyInformational(Exception):
+    """The server sent more than MAX_INFORMATIONAL 1xx responses before a final one."""
+
+
+class _Response(aiohttp.ClientResponse):
+    """aiohttp's response, but reading at most MAX_INFORMATIONAL 1xx responses.
+
+    aiohttp skips 1xx responses in a loop with no bound: a server flooding "100 Continue"
+    would keep the probe parsing until its deadline. Counting them at the connection's
+    read() ends such a probe at once, as `http`.
+    """
+
+    async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        protocol = connection.protocol
+        if protocol is None:
+            return await super().start(connection)
+        read = protocol.read
+        seen = 0
+
+        async def counting_read() -> Any:
+            nonlocal seen
+            message, payload = await read()
+            if 100 <= message.code <= 199 and message.code != 101:
+                seen += 1
+                if seen > MAX_INFORMATIONAL:
+                    raise TooManyInformational
+            return message, payload
+
+        protocol.read = counting_read  # type: ignore[method-assign]
+        try:
+            return await super().start(connection)
+        finally:
+            del protocol.read
+
+
 class _ProbeResolver(aiohttp.abc.AbstractResolver):
     """aiohttp's resolver for one probe: fresh lookups, and the redirect address policy.
 
@@ -308,6 +344,10 @@ async def probe_http(
                 except Exception as exc:
                     failure, message = _classify(exc)
                     phase = visit.phase
+                    if phase == "tls" and failure is Failure.CONNECT:
+                        # Reset or closed mid-handshake: a TLS version or cipher mismatch.
+                        failure = Failure.TLS
+                        message = "TLS handshake failed: " + message.partition(": ")[2]
                 visit.enter(None)  # closing the session is no phase either
     finally:
         _VISIT.reset(token)
@@ -354,6 +394,8 @@ def _session(
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_LINE_SIZE,
         max_headers=MAX_HEADERS,
+        auto_decompress=False,  # _Decoder: what we cannot decode is left as it is
+        response_class=_Response,
     )
     return session, probe_resolver
 
@@ -381,6 +423,8 @@ async def _visit(
     except ValueError:
         raise aiohttp.InvalidURL("target URL") from None
     headers = dict(target.headers)
+    if not any(k.lower() == "accept-encoding" for k in headers):
+        headers["Accept-Encoding"] = "gzip, deflate"  # what _Decoder decodes
     if auth is not None and not any(k.lower() == "authorization" for k in headers):
         headers["Authorization"] = auth.encode()
     method, data = target.method, target.body
@@ -414,9 +458,8 @@ async def _visit(
                         data = None
                     url = next_url
                     continue
-            charset = response.charset if _known_charset(response) else None
+            charset = response.charset
             body = await _read_body(response, target.max_body_bytes, want_body, visit)
-            _note_encoding(response, visit)
             visit.enter(None)
             break
     status = visit.status
@@ -425,6 +468,7 @@ async def _visit(
     if want_body:
         text = _decode(body, charset)
         where = f" (in the first {len(body)} bytes)" if visit.truncated else ""
+        where += "".join(f" ({note})" for note in visit.notes)
         if target.body_contains is not None and target.body_contains not in text:
             return Failure.CONTENT, f"body does not contain {target.body_contains!r}{where}"
         if target.body_regex is not None and not _compiled(target.body_regex).search(text):
@@ -451,21 +495,52 @@ def _redirect_target(url: URL, location: str) -> URL:
     return next_url
 
 
-def _known_charset(response: aiohttp.ClientResponse) -> bool:
-    return True
+class _Decoder:
+    """Undoes gzip or deflate, never more than `limit` + 1 bytes at a time (bombs).
 
+    Any other Content-Encoding (br, zstd, chains...) is left undecoded, as curl without
+    --compressed and the blackbox exporter do; `undecoded` names it for the result.
+    """
 
-def _note_encoding(response: aiohttp.ClientResponse, visit: _Visit) -> None:
-    return None
+    def __init__(self, encoding: str, limit: int) -> None:
+        self.encoding = encoding
+        self.limit = limit
+        self.undecoded: str | None = None
+        self._zlib: Any = None
+        self._started = False
+        if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+            self.undecoded = re.sub(r"[^A-Za-z0-9_., -]", "?", encoding)[:40]
+
+    def decode(self, chunk: bytes, size: int) -> bytes:
+        if self.undecoded is not None or self.encoding in ("", "identity"):
+            return chunk
+        if not self._started:
+            self._started = True
+            if self.encoding == "deflate":  # zlib-wrapped, or raw as some servers send it
+                wrapped = len(chunk) >= 2 and chunk[0] & 0x0F == 8 and \
+                    ((chunk[0] << 8) | chunk[1]) % 31 == 0
+                wbits = zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
+            else:
+                wbits = 16 + zlib.MAX_WBITS
+            self._zlib = zlib.decompressobj(wbits)
+        try:
+            return bytes(self._zlib.decompress(chunk, self.limit - size + 1))
+        except zlib.error:
+            raise aiohttp.ClientPayloadError(f"{self.encoding} data is corrupt") from None
 
 
 async def _read_body(
     response: aiohttp.ClientResponse, limit: int, keep: bool, visit: _Visit
 ) -> bytes:
-    """Read the decompressed body up to `limit` bytes; keep it only if it will be judged."""
+    """Read the decoded body up to `limit` bytes; keep it only if it will be judged."""
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    decoder = _Decoder(encoding, limit)
+    if decoder.undecoded is not None:
+        visit.notes.append(f"body left undecoded (Content-Encoding: {decoder.undecoded})")
     kept = bytearray()
     size = 0
-    while chunk := await response.content.readany():
+    while raw := await response.content.readany():
+        chunk = decoder.decode(raw, size)
         size += len(chunk)
         if keep:
             kept += chunk
@@ -478,9 +553,10 @@ async def _read_body(
 
 
 def _decode(body: bytes, charset: str | None) -> str:
+    """Text for the content checks; a charset Python cannot decode with falls back to UTF-8."""
     try:
         return body.decode(charset or "utf-8", errors="replace")
-    except LookupError:  # unknown charset in Content-Type
+    except (LookupError, UnicodeError, ValueError):  # unknown, idna, not a text encoding
         return body.decode("utf-8", errors="replace")
 
 
@@ -495,10 +571,12 @@ def _classify(exc: BaseException) -> tuple[Failure, str]:
     exceptions, which carry the URL (credentials, query strings) and echo the server's bytes.
     """
     os_error = _os_error(exc)
-    if os_error is not None and os_error.errno in _LOCAL_ERRNOS:
+    if os_error is not None and os_error.errno in LOCAL_ERRNOS:
         return Failure.LOCAL, f"monitor out of resources: {_os_reason(os_error)}"
     if isinstance(exc, RedirectRefused):
         return Failure.HTTP, "redirect to a private address refused"
+    if isinstance(exc, TooManyInformational):
+        return Failure.HTTP, f"more than {MAX_INFORMATIONAL} informational (1xx) responses"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         error = exc.certificate_error
         reason = getattr(error, "verify_message", None) or _ssl_reason(error)
@@ -555,6 +633,8 @@ def _summary(text: str) -> str:
 def _os_reason(error: OSError) -> str:
     if isinstance(error.errno, int) and error.errno > 0:
         return os.strerror(error.errno)  # "Connection refused", without the address
+    if isinstance(error, ConnectionResetError):  # asyncio raises it without an errno
+        return os.strerror(errno.ECONNRESET)
     return str(error.strerror or "") or type(error).__name__
 
 

@@ -20,6 +20,7 @@ Imports: stdlib, dnspython.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
 import socket
@@ -32,9 +33,11 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
-__all__ = ["HOSTS_FILE", "Resolver", "is_public"]
+__all__ = ["HOSTS_FILE", "LOCAL_ERRNOS", "Resolver", "is_public"]
 
 HOSTS_FILE = "/etc/hosts"
+# The monitor's own resources ran out: no answer about the name at all.
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 # Not public: where a redirect must not lead unless the target itself is there.
 _NOT_PUBLIC = tuple(
@@ -120,6 +123,8 @@ class Resolver:
         for error in errors:
             if not isinstance(error, Exception):
                 raise error  # cancellation
+            if (local := _local_error(error)) is not None:
+                raise local  # the monitor's own fault (no descriptor, no buffer), not DNS
         raise _gaierror(errors)
 
     async def _query(self, host: str, rdtype: dns.rdatatype.RdataType) -> list[str]:
@@ -150,6 +155,17 @@ class Resolver:
         for addresses in hosts.values():  # IPv4 first, as for DNS answers
             addresses.sort(key=lambda a: ":" in a)
         self._hosts, self._hosts_stamp = hosts, stamp
+
+
+def _local_error(error: BaseException) -> OSError | None:
+    """An EMFILE/ENFILE/ENOBUFS/ENOMEM behind a failed lookup, if that is what it was."""
+    found: list[object] = [error]
+    if isinstance(error, dns.resolver.NoNameservers):
+        found += [entry[3] for entry in error.kwargs.get("errors", ()) if len(entry) > 3]
+    for item in found:
+        if isinstance(item, OSError) and item.errno in LOCAL_ERRNOS:
+            return item
+    return None
 
 
 def _gaierror(errors: list[BaseException]) -> socket.gaierror:
