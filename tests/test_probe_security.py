@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -15,7 +18,7 @@ from hostile_servers import ECHO_MODES, EchoServer
 from monitor.model import Failure, Target
 from monitor.probes import run_probe
 from monitor.probes.http import probe_http
-from monitor.probes.sanitize import MAX_MESSAGE, clean, target_secrets
+from monitor.probes.sanitize import MAX_MESSAGE, clean, display_url, target_secrets
 
 USER = "alice-user"
 PASSWORD = "p@ss/wörd:SECRET1"  # needs percent-encoding in a URL
@@ -143,3 +146,24 @@ async def test_the_daemon_stores_and_logs_no_secret(tmp_path: Path) -> None:
     for text in (daemon.log(), page, str(targets)):
         for secret in ("SECRET", base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()):
             assert secret not in text
+
+
+def test_display_url_masks_credentials_and_query_values() -> None:
+    assert display_url(hostile_url(8080)) == "http://***@127.0.0.1:8080/x?token=***&page=***"
+    assert display_url("https://example.com/") == "https://example.com/"
+
+
+async def test_check_prints_urls_without_credentials() -> None:
+    async with EchoServer("bad-status") as server:
+        url = hostile_url(server.port)
+        runs = [await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "monitor", "check", *flags, url],
+            capture_output=True, text=True, timeout=60, check=False) for flags in ([], ["--json"])]
+
+    line, as_json = (run.stdout for run in runs)
+    assert line.startswith(f"DOWN http://***@127.0.0.1:{server.port}/x?token=***&page=*** ")
+    assert json.loads(as_json)["url"] == f"http://***@127.0.0.1:{server.port}/x?token=***&page=***"
+    for run in runs:
+        assert run.returncode == 1
+        for secret in ("SECRET", USER, quote(PASSWORD, safe="")):
+            assert secret not in run.stdout + run.stderr

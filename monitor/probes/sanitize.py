@@ -24,9 +24,17 @@ import base64
 import contextlib
 import re
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
+from urllib.parse import (
+    parse_qsl,
+    quote,
+    quote_plus,
+    unquote,
+    unquote_plus,
+    urlsplit,
+    urlunsplit,
+)
 
-__all__ = ["MAX_MESSAGE", "MIN_SECRET", "clean", "target_secrets"]
+__all__ = ["MAX_MESSAGE", "MIN_SECRET", "clean", "display_url", "target_secrets"]
 
 MAX_MESSAGE = 300  # characters
 MIN_SECRET = 4  # characters
@@ -117,3 +125,21 @@ def _basic_tokens(user: str, password: str) -> list[str]:
         token = base64.b64encode(raw).decode("ascii")
         tokens += [token, token.rstrip("=")]
     return tokens
+
+
+def display_url(url: str) -> str:
+    """`url` to show a person: user info and every query value masked, the rest as written.
+
+    https://alice:pw@example.com/a?token=s3cret&page=2 → https://***@example.com/a?token=***&page=***
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    _, at, hostport = parts.netloc.rpartition("@")
+    netloc = f"{MASK}@{hostport}" if at else hostport
+    query = "&".join(
+        f"{pair.partition('=')[0]}={MASK}" if "=" in pair else pair
+        for pair in parts.query.split("&")
+    ) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
