@@ -50,6 +50,32 @@ async def test_more_headers_than_the_cap_is_http() -> None:
     assert result.message == "bad response: Too many headers received"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [response(b"", b"hello monitor") + b"EXTRA BYTES\r\n\r\nHTTP/1.1 500 Oops\r\n\r\n",
+     b"HTTP/1.1 100 Continue\r\n\r\n" + response(b"") + b"\x00\x01garbage",
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"d\r\nhello monitor\r\n0\r\n\r\n"],
+    ids=["after-content-length", "after-1xx-and-body", "chunked-untouched"],
+)
+async def test_bytes_after_the_body_are_ignored(raw: bytes) -> None:
+    async with RawServer(raw) as server:
+        result = await probe_http(target(server.url(), body_contains="hello monitor"))
+        head = await probe_http(target(server.url(), method="HEAD"))
+
+    assert (result.ok, result.status, result.message) == (True, 200, "")
+    assert (head.ok, head.status) == (True, 200), head.message
+
+
+async def test_a_body_shorter_than_its_content_length_is_still_an_error() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"
+    async with RawServer(raw) as server:
+        result = await probe_http(target(server.url()))
+
+    assert result.failure == Failure.HTTP
+    assert result.message.startswith("bad response body: ")
+
+
 @pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, br"])
 async def test_an_encoding_we_cannot_decode_is_left_undecoded(encoding: str) -> None:
     raw = response(b"Content-Encoding: " + encoding.encode() + b"\r\n", b"\x1b\x03\x00opaque")
@@ -60,6 +86,14 @@ async def test_an_encoding_we_cannot_decode_is_left_undecoded(encoding: str) -> 
     assert plain.ok
     assert plain.message == f"body left undecoded (Content-Encoding: {encoding})"
     assert judged.ok, judged.message  # the checks run on the bytes as they came
+    missing = await _probe_once(raw, body_contains="absent")
+    assert missing.message == (
+        f"body does not contain 'absent'; body left undecoded (Content-Encoding: {encoding})")
+
+
+async def _probe_once(raw: bytes, **options: Any) -> Any:
+    async with RawServer(raw) as server:
+        return await probe_http(target(server.url(), **options))
 
 
 async def test_gzip_and_deflate_are_decoded() -> None:

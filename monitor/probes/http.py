@@ -47,6 +47,7 @@ from typing import Any
 
 import aiohttp
 import aiohttp.abc
+from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
 from monitor.model import PHASES, Failure, ProbeResult, StatusRange, Target
@@ -242,6 +243,79 @@ class _Response(aiohttp.ClientResponse):
             del protocol.read
 
 
+_HEAD_END = b"\r\n\r\n"
+_MAX_HEAD = MAX_HEADERS * (MAX_LINE_SIZE + 2)  # past this the parser fails the head anyway
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)[ \t]*(?=\r\n|$)", re.I)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:", re.I)
+
+
+class _FramedHandler(ResponseHandler):
+    """aiohttp's connection protocol, minus the bytes a server sends after its response.
+
+    aiohttp parses whatever follows a Content-Length body as the next response and fails
+    the whole request on it; curl and the blackbox exporter ignore such bytes. This handler
+    follows the framing of length-delimited responses (1xx heads included) and passes on
+    nothing past the end of the final body. Chunked and read-until-close responses are
+    left to aiohttp as they are.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head = bytearray()  # the response head being read
+        self._left: int | None = None  # body bytes still to come; None while in a head
+        self._framing = True  # False: pass everything on (chunked, until close, odd heads)
+        self._done = False  # the final body is complete: drop the rest
+
+    def data_received(self, data: bytes) -> None:
+        if not data or not self._framing:
+            super().data_received(data)
+            return
+        if self._done:
+            return
+        passed = bytearray()
+        view = memoryview(data)
+        while view and self._framing and not self._done:
+            if self._left is None:  # in a head
+                start = max(0, len(self._head) - 3)
+                self._head += view
+                end = self._head.find(_HEAD_END, start)
+                if end < 0:
+                    passed += view
+                    self._framing = len(self._head) <= _MAX_HEAD
+                    break
+                used = len(view) - (len(self._head) - end - 4)
+                passed += view[:used]
+                view = view[used:]
+                self._start_body(bytes(self._head[: end + 2]))
+                self._head = bytearray()
+                continue
+            take = view[: self._left]
+            passed += take
+            view = view[len(take) :]
+            self._left -= len(take)
+            self._done = self._left == 0
+        if not self._framing:
+            passed += view  # from here on aiohttp sees everything
+        if passed:
+            super().data_received(bytes(passed))
+
+    def _start_body(self, head: bytes) -> None:
+        """Set the framing after a complete head: a 1xx, a body of known length, or else."""
+        status_line = head.split(b"\r\n", 1)[0].split()
+        status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+        if 100 <= status <= 199 and status != 101:
+            return  # another head follows
+        if status in (204, 304) or getattr(self, "_skip_payload", False):  # HEAD: no body
+            self._done = True
+            return
+        lengths = _CONTENT_LENGTH.findall(head)
+        if _CHUNKED.search(head) or len(set(lengths)) != 1:
+            self._framing = False  # chunked, until close, or conflicting: aiohttp decides
+            return
+        self._left = int(lengths[0])
+        self._done = self._left == 0
+
+
 class _ProbeResolver(aiohttp.abc.AbstractResolver):
     """aiohttp's resolver for one probe: fresh lookups, and the redirect address policy.
 
@@ -386,6 +460,11 @@ def _session(
         ssl=context,
         local_addr=(target.source_address, 0) if target.source_address else None,
     )
+    if isinstance(getattr(connector, "_factory", None), functools.partial):
+        # aiohttp builds each connection's protocol with this factory (not public API: if
+        # it goes, bytes after a body fail the probe again, which a test shows).
+        connector._factory = functools.partial(
+            _FramedHandler, loop=asyncio.get_running_loop())
     session = aiohttp.ClientSession(
         connector=connector,
         timeout=_NO_CLIENT_TIMEOUT,
@@ -468,7 +547,7 @@ async def _visit(
     if want_body:
         text = _decode(body, charset)
         where = f" (in the first {len(body)} bytes)" if visit.truncated else ""
-        where += "".join(f" ({note})" for note in visit.notes)
+        where += "".join(f"; {note}" for note in visit.notes)
         if target.body_contains is not None and target.body_contains not in text:
             return Failure.CONTENT, f"body does not contain {target.body_contains!r}{where}"
         if target.body_regex is not None and not _compiled(target.body_regex).search(text):
