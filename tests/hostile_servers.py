@@ -215,12 +215,12 @@ class DnsServer:
     `answering = False` every query is dropped, as by a dead resolver.
     """
 
-    def __init__(self, names: dict[str, str], *, delay: float = 0.0) -> None:
+    def __init__(self, names: dict[str, str], *, delay: float = 0.0, port: int = 0) -> None:
         self.names = {k.rstrip(".").lower(): v for k, v in names.items()}
         self.delay = delay
         self.answering = True
         self.queries = 0
-        self.port = 0
+        self.port = port  # 0: any free port
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -235,7 +235,7 @@ class DnsServer:
                 task.add_done_callback(server._tasks.discard)
 
         transport, _ = await loop.create_datagram_endpoint(
-            Protocol, local_addr=(HOST, 0), family=socket.AF_INET)
+            Protocol, local_addr=(HOST, self.port), family=socket.AF_INET)
         self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,7 @@ from monitor.probes.http import probe_http
 from monitor.probes.resolve import Resolver, is_public
 
 DELAY = 0.15  # the name server's answer delay; TTL is 300 s
+TESTS = Path(__file__).resolve().parent
 
 
 def target(url: str, **options: Any) -> Target:
@@ -92,3 +98,20 @@ async def test_hosts_file_comes_first_and_is_reread(http_server: HttpServer,
 ])  # fmt: skip
 def test_address_policy(address: str, public: bool) -> None:
     assert is_public(address) is public
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
+                    reason="needs root and unshare for network and mount namespaces")
+def test_the_daemon_resolves_anew_on_every_probe_and_sees_a_dns_outage_at_once() -> None:
+    # The daemon uses the system resolver: inside the namespaces, resolv.conf names the
+    # test's delayed name server (TTL 300).
+    proc = subprocess.run(
+        ["unshare", "--net", "--mount", sys.executable, str(TESTS / "netns_daemon_dns.py")],
+        capture_output=True, text=True, timeout=120, cwd=TESTS.parent)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+
+    assert out["probes"] >= 3
+    assert out["queries"] >= 2 * out["probes"]  # A and AAAA, every probe
+    assert out["resolve"] >= DELAY  # the last probe waited for the name server too
+    assert "dns: DNS lookup timed out after 0.9s" in out["down"]
