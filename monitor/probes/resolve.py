@@ -7,8 +7,9 @@ and a resolver outage shows on the next probe, not when a TTL ends. dnspython's 
 resolver does the talking (pure Python on the event loop's own sockets; no cache unless
 one is set, and none is).
 
-Building a Resolver reads resolv.conf: do it once (the daemon does at start), not in a
-probe's timed phases. The hosts file is read again whenever it changes.
+Build a Resolver once (the daemon does at start), not in a probe's timed phases. It reads
+resolv.conf and the hosts file again whenever they change (a VPN, a DHCP lease), as glibc
+does, at the cost of two stat() calls per lookup.
 
 `is_public()` is the address policy for redirects: loopback, link-local, private, shared
 (CGNAT) and unspecified addresses are not public, nor are cloud metadata addresses (all of
@@ -36,6 +37,7 @@ import dns.resolver
 __all__ = ["HOSTS_FILE", "LOCAL_ERRNOS", "Resolver", "is_public"]
 
 HOSTS_FILE = "/etc/hosts"
+RESOLV_CONF = "/etc/resolv.conf"
 # The monitor's own resources ran out: no answer about the name at all.
 LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -79,20 +81,20 @@ class Resolver:
         nameservers: Sequence[tuple[str, int]] | None = None,
         *,
         hosts_file: str = HOSTS_FILE,
+        resolv_conf: str = RESOLV_CONF,
         timeout: float = 30.0,
     ) -> None:
-        try:
-            self._dns = dns.asyncresolver.Resolver(configure=nameservers is None)
-        except dns.resolver.NoResolverConfiguration:  # no resolv.conf: localhost, as glibc
-            self._dns = dns.asyncresolver.Resolver(configure=False)
-            nameservers = [("127.0.0.1", 53)]
+        self._dns = dns.asyncresolver.Resolver(configure=False)
+        self._dns.cache = None  # the point of this class
+        self._dns.lifetime = timeout
+        self._dns.retry_servfail = False
+        self._resolv_conf = resolv_conf if nameservers is None else None
+        self._resolv_stamp: tuple[float, int] | None = None
         if nameservers is not None:
             self._dns.nameservers = [
                 dns.nameserver.Do53Nameserver(address, port) for address, port in nameservers
             ]
-        self._dns.cache = None  # the point of this class
-        self._dns.lifetime = timeout
-        self._dns.retry_servfail = False
+        self._read_resolv_conf()
         self._hosts_file = hosts_file
         self._hosts: dict[str, list[str]] = {}
         self._hosts_stamp: tuple[float, int] | None = None
@@ -104,6 +106,7 @@ class Resolver:
         if dns.inet.is_address(host):
             return [host]
         self._read_hosts()
+        self._read_resolv_conf()
         if host in self._hosts:
             return list(self._hosts[host])
         answers = await asyncio.gather(
@@ -131,15 +134,27 @@ class Resolver:
         answer = await self._dns.resolve(host, rdtype, search=True, raise_on_no_answer=False)
         return [rdata.address for rdata in answer] if answer.rrset is not None else []
 
+    def _read_resolv_conf(self) -> None:
+        """Re-read resolv.conf (name servers, search, ndots) when it changed."""
+        if self._resolv_conf is None:
+            return
+        stamp = _stamp(self._resolv_conf)
+        if stamp == self._resolv_stamp:
+            return
+        self._resolv_stamp = stamp
+        try:
+            self._dns.read_resolv_conf(self._resolv_conf)
+        except (dns.resolver.NoResolverConfiguration, OSError):
+            # No usable resolv.conf: the local name server, as glibc does.
+            self._dns.nameservers = ["127.0.0.1"]
+
     def _read_hosts(self) -> None:
         """Re-read the hosts file when its modification time or size changed."""
-        try:
-            status = os.stat(self._hosts_file)
-        except OSError:
-            self._hosts, self._hosts_stamp = {}, None
-            return
-        stamp = (status.st_mtime, status.st_size)
+        stamp = _stamp(self._hosts_file)
         if stamp == self._hosts_stamp:
+            return
+        if stamp is None:
+            self._hosts, self._hosts_stamp = {}, None
             return
         hosts: dict[str, list[str]] = {}
         try:
@@ -155,6 +170,15 @@ class Resolver:
         for addresses in hosts.values():  # IPv4 first, as for DNS answers
             addresses.sort(key=lambda a: ":" in a)
         self._hosts, self._hosts_stamp = hosts, stamp
+
+
+def _stamp(path: str) -> tuple[float, int] | None:
+    """Modification time and size of a file, None if it cannot be read."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (status.st_mtime, status.st_size)
 
 
 def _local_error(error: BaseException) -> OSError | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import re
 from collections.abc import Iterable
 from urllib.parse import (
@@ -59,6 +60,7 @@ def clean(message: str, secrets: Iterable[str] = ()) -> str:
     return message
 
 
+@functools.lru_cache(maxsize=4096)  # one per target: built once, not on every probe
 def _masker(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
     forms = {form for secret in secrets for form in _encodings(secret) if len(form) >= MIN_SECRET}
     if not forms:
@@ -82,7 +84,8 @@ def _encodings(secret: str) -> set[str]:
     return forms
 
 
-def target_secrets(url: str, headers: Iterable[tuple[str, str]] = (), body: str | None = None
+@functools.lru_cache(maxsize=4096)
+def target_secrets(url: str, headers: tuple[tuple[str, str], ...] = (), body: str | None = None
                    ) -> tuple[str, ...]:
     """Everything of a target's request that may be secret (see the module docstring)."""
     found: list[str] = []
