@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from daemon import Daemon
 from hostile_servers import RecordingServer
 
 from monitor.config import ConfigError, parse_config
@@ -139,3 +140,36 @@ def test_redirects_option_is_validated(value: str, expected: str | None) -> None
         with pytest.raises(ConfigError) as caught:
             parse_config(text, "c.yaml", {})
         assert caught.value.errors == [expected]
+
+
+async def test_the_daemon_sends_nothing_of_the_target_past_its_origin(tmp_path: Path) -> None:
+    async with RecordingServer() as first, RecordingServer() as other:
+        config = tmp_path / "monitor.yaml"
+        config.write_text(f"""\
+location: lab
+store: {{path: history.db}}
+targets:
+  - name: site
+    url: "{redirect(first, other.url("/landed"), 307)}"
+    method: POST
+    headers: {{X-Api-Key: key-SECRET}}
+    body: secret=body-SECRET
+    interval: 1s
+    timeout: 900ms
+  - name: strict
+    url: "{redirect(first, other.url("/strict"), 302)}"
+    redirects: same-origin
+    expect: {{status: 200}}
+    interval: 1s
+    timeout: 900ms
+    down_after: 1
+""")
+        async with Daemon(config) as daemon:
+            await daemon.wait_for_log(r"site UP from lab")
+            await daemon.wait_for_log(r"strict DOWN from lab .*http: HTTP 302, expected 200")
+
+    landed = [(m, h, b) for m, p, h, b in other.seen if p == "/landed"]
+    assert landed, other.seen
+    for method, headers, body in landed:
+        assert (method, body, "X-Api-Key" in headers) == ("POST", b"", False)
+    assert all(path != "/strict" for _, path, _, _ in other.seen)
