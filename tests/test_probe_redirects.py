@@ -89,11 +89,14 @@ async def test_same_origin_policy_judges_a_redirect_elsewhere() -> None:
 
 async def test_none_policy_and_follow_redirects_false_judge_the_first_response() -> None:
     async with RecordingServer() as server:
-        none = await probe_http(target(redirect(server, "/landed", 302), redirects="none"))
-        old = await probe_http(target(redirect(server, "/landed", 302), follow_redirects=False))
+        url = redirect(server, "/landed", 302)
+        none = await probe_http(target(url, redirects="none"))
+        old = await probe_http(target(url, follow_redirects=False))
+        zero = await probe_http(target(url, max_redirects=0))
 
-    assert (none.status, old.status) == (302, 302)
-    assert [path for _, path, _, _ in server.seen] == ["/redirect", "/redirect"]
+    assert (none.status, old.status, zero.status) == (302, 302, 302)
+    assert (none.ok, old.ok, zero.ok) == (True, True, True)
+    assert [path for _, path, _, _ in server.seen] == ["/redirect"] * 3
 
 
 async def test_redirect_to_a_non_http_location_is_http() -> None:

@@ -492,8 +492,8 @@ async def _visit(
     target: Target, visit: _Visit, session: aiohttp.ClientSession, resolver: _ProbeResolver
 ) -> tuple[Failure | None, str]:
     """Send the request hop by hop, read the body (capped), judge it."""
-    policy = target.redirects if target.follow_redirects else "none"
-    max_redirects = min(target.max_redirects, MAX_REDIRECTS) if policy != "none" else 0
+    max_redirects = min(target.max_redirects, MAX_REDIRECTS) if target.follow_redirects else 0
+    policy = target.redirects if max_redirects > 0 else "none"  # 0 redirects: judge the 3xx
     want_body = target.body_contains is not None or target.body_regex is not None
     try:
         origin = URL(target.url)
