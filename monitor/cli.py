@@ -313,7 +313,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def check_json(target: Target, r: ProbeResult) -> dict[str, object]:
-    return {"url": target.url, "up": r.ok, "failure": r.failure.value if r.failure else None,
+    from monitor.probes.sanitize import display_url
+
+    return {"url": display_url(target.url), "up": r.ok,
+            "failure": r.failure.value if r.failure else None,
             "phase": r.phase, "message": r.message, "status": r.status,
             "duration_seconds": round(r.duration, 6),
             "phases": {p: round(r.phases[p], 6) for p in PHASES if p in r.phases},
@@ -321,8 +324,10 @@ def check_json(target: Target, r: ProbeResult) -> dict[str, object]:
 
 
 def check_line(target: Target, r: ProbeResult) -> str:
+    from monitor.probes.sanitize import display_url
+
     verdict = "UP  " if r.ok else "DOWN"
     phases = " ".join(f"{p}={r.phases[p] * 1000:.1f}ms" for p in PHASES if p in r.phases)
     why = "" if r.ok else f" {r.failure}: {r.message}"
-    return (f"{verdict} {target.url} status={r.status or '-'} "
+    return (f"{verdict} {display_url(target.url)} status={r.status or '-'} "
             f"total={r.duration * 1000:.1f}ms {phases}{why}")

@@ -191,6 +191,7 @@ LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 RESERVED_LABELS = frozenset({"target", "location", "url", "kind"})  # and every __* name
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MAX_REDIRECTS = 10
+REDIRECT_POLICIES = ("follow", "same-origin", "none")  # as monitor.probes.http follows them
 MIN_INTERVAL = 1.0
 
 _TOP_KEYS = (
@@ -219,6 +220,7 @@ _TARGET_KEYS = (
     "body",
     "expect",
     "follow_redirects",
+    "redirects",
     "max_redirects",
     "verify_tls",
     "max_body",
@@ -819,6 +821,7 @@ class _Parser:
             "headers": ("headers", self.headers),
             "body": ("body", self.body),
             "follow_redirects": ("follow_redirects", self.boolean),
+            "redirects": ("redirects", self.redirects),
             "max_redirects": ("max_redirects", lambda n, p: self.integer(n, p, 0, MAX_REDIRECTS)),
             "verify_tls": ("verify_tls", self.boolean),
             "max_body": ("max_body_bytes", self.max_body),
@@ -865,6 +868,12 @@ class _Parser:
             except ValueError:
                 raise _Invalid(f"must be an IP address of this machine, got {_got(node)}") from None
         return address
+
+    def redirects(self, node: Node, path: str) -> str:
+        policy = self.string(node, path)
+        if policy not in REDIRECT_POLICIES:
+            raise _Invalid(f"must be one of {', '.join(REDIRECT_POLICIES)}, got {_got(node)}")
+        return policy
 
     def kind(self, node: Node, path: str) -> str:
         kind = self.string(node, path)

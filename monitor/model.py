@@ -64,7 +64,8 @@ class Target:
     expect_status: tuple[StatusRange, ...] = (StatusRange(200, 399),)
     body_contains: str | None = None
     body_regex: str | None = None
-    follow_redirects: bool = True
+    follow_redirects: bool = True  # False is the same as redirects="none"
+    redirects: str = "follow"  # follow | same-origin | none (see monitor.probes.http)
     max_redirects: int = 10
     verify_tls: bool = True
     max_body_bytes: int = 1024 * 1024  # decompressed bytes read at most

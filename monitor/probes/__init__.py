@@ -6,11 +6,13 @@ Imports: stdlib, the probe modules of this package, monitor.model.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from monitor.model import Failure, ProbeResult, Target
 from monitor.probes.http import probe_http
+from monitor.probes.sanitize import clean, target_secrets
 
 __all__ = ["PROBES", "Probe", "probe_http", "run_probe"]
 
@@ -21,10 +23,13 @@ PROBES: Mapping[str, Probe] = {"http": probe_http}
 
 
 async def run_probe(target: Target) -> ProbeResult:
-    """Run the probe for `target.kind`; an unknown kind is a failed result, not an error."""
+    """Run the probe for `target.kind`; an unknown kind is a failed result, not an error.
+
+    Every message leaves through `sanitize.clean()`, whichever probe wrote it.
+    """
     probe = PROBES.get(target.kind)
     if probe is None:
-        return ProbeResult(
+        result = ProbeResult(
             target=target.name,
             started_at=time.time(),
             duration=0.0,
@@ -32,4 +37,7 @@ async def run_probe(target: Target) -> ProbeResult:
             failure=Failure.ERROR,
             message=f"unknown probe kind {target.kind!r}",
         )
-    return await probe(target)
+    else:
+        result = await probe(target)
+    message = clean(result.message, target_secrets(target.url, target.headers, target.body))
+    return result if message == result.message else dataclasses.replace(result, message=message)
