@@ -18,7 +18,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from monitor import __version__
-from monitor.config import ConfigError, ServerConfig, load_config, parse_duration
+from monitor.config import (
+    ConfigError,
+    ServerConfig,
+    host_name_problem,
+    load_config,
+    parse_duration,
+)
 from monitor.model import PHASES, ProbeResult, Target
 from monitor.notifications import check_notifications
 from monitor.server import is_loopback
@@ -57,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"config file (default: {DEFAULT_CONFIG})")
     run.add_argument("--listen", help="address to bind, overriding server.listen")
     run.add_argument("--port", type=int, help="port to bind, overriding server.port")
-    run.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+    run.add_argument("--allow-host", action="append", default=[], metavar="NAME", type=_host,
                      help="also answer requests for this Host name (repeatable), adding to "
                           "server.allowed_hosts")
     run.add_argument("--insecure-no-token", action="store_true",
@@ -143,12 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=9321, help="first monitor's port (default 9321)")
     demo.add_argument("--listen", default="127.0.0.1",
                       help="address the two monitors bind (0.0.0.0 in a container)")
-    demo.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+    demo.add_argument("--allow-host", action="append", default=[], metavar="NAME", type=_host,
                       help="also answer requests for this Host name (a compose service name)")
     demo.add_argument("--cycle", default="3m", help="length of one replay loop (default 3m)")
     demo.add_argument("--data", help="directory for the demo's history (default: a temp dir)")
     demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
+
+
+def _host(text: str) -> str:
+    problem = host_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text.strip("[]").lower()
 
 
 def _shard(text: str) -> tuple[int, int]:

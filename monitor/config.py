@@ -176,6 +176,14 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     return parse_config(text, source, environ)
 
 
+def host_name_problem(name: str) -> str | None:
+    """Why `name` cannot go in server.allowed_hosts, or None."""
+    if name == "*" or _HOST_NAME_RE.fullmatch(name.strip("[]").lower()):
+        return None
+    return (f"{name!r} is not a host name; write the name alone (monitor.example.com), "
+            "without scheme or port")
+
+
 def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Config:
     """Validate config text; `source` names it in error messages."""
     parser = _Parser(source, os.environ if environ is None else environ)
@@ -610,9 +618,8 @@ class _Parser:
             except _Reported:
                 failed = True
                 continue
-            if name != "*" and not _HOST_NAME_RE.fullmatch(name.strip("[]")):
-                self.error(item, f"{path}[{i}]", f"{name!r} is not a host name; write the "
-                           "name alone (monitor.example.com), without scheme or port")
+            if (problem := host_name_problem(name)) is not None:
+                self.error(item, f"{path}[{i}]", problem)
                 failed = True
             names.append(name.strip("[]"))
         if failed:

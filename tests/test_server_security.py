@@ -339,3 +339,11 @@ def test_server_options_are_validated_with_file_and_line() -> None:
                           "  token: ${T:-}\n", "c.yaml", environ={}).server
     assert server.allowed_hosts == ("status.example", "::1", "*")
     assert server.token is None and server.allow_public_without_token is False
+
+
+async def test_allow_host_flag_refuses_a_url_with_the_reason(tmp_path: Path) -> None:
+    code, err = await run_to_exit("run", "--config", str(write_config(tmp_path / "c.yaml", "a")),
+                                  "--allow-host", "https://monitor.example:9321")
+    assert code == 2
+    assert ("argument --allow-host: 'https://monitor.example:9321' is not a host name; write "
+            "the name alone (monitor.example.com), without scheme or port") in err
