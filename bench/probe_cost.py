@@ -77,10 +77,6 @@ async def paced(rate: float, seconds: float, one: Callable[[], Awaitable[bool]])
 # --- (a) raw aiohttp, in a child process -----------------------------------------------------
 
 async def raw_child(url: str, rate: float, seconds: float) -> None:
-    # Hold the loop's shared DNS channel open, as the daemon does; otherwise every request's
-    # connector would build and destroy one (a c-ares channel and its thread) each time.
-    keep_dns = aiohttp.AsyncResolver()
-
     async def one() -> bool:
         connector = aiohttp.TCPConnector(force_close=True, use_dns_cache=False)
         async with aiohttp.ClientSession(connector=connector) as session, \
@@ -93,7 +89,6 @@ async def raw_child(url: str, rate: float, seconds: float) -> None:
     wall0 = time.monotonic()
     done, ok = await paced(rate, seconds, one)
     cpu = cpu_seconds(os.getpid()) - cpu0
-    await keep_dns.close()
     print(json.dumps({"probes": done, "ok": ok, "cpu": cpu, "wall": time.monotonic() - wall0}))
 
 

@@ -26,7 +26,7 @@ from monitor.notifications import Notifications, check_notifications
 from monitor.probes import run_probe
 from monitor.probes.http import DnsChannel
 from monitor.scheduler import Scheduler
-from monitor.server import build_app
+from monitor.server import HostPolicy, build_app
 from monitor.store import Store, open_store
 from monitor.timefmt import rfc3339
 from monitor.tracker import TargetTracker
@@ -268,7 +268,8 @@ async def run_monitor(
     host = listen or config.server.listen
     bind_port = config.server.port if port is None else port
     runner = web.AppRunner(build_app(monitor, monitor.registry, config.server.token,
-                                     exposition=monitor.metrics.exposition),
+                                     exposition=monitor.metrics.exposition,
+                                     hosts=HostPolicy(host, config.server.allowed_hosts)),
                            access_log=None, handle_signals=False)
     await runner.setup()
     try:

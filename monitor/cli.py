@@ -15,11 +15,19 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from monitor import __version__
-from monitor.config import ConfigError, load_config, parse_duration
+from monitor.config import (
+    ConfigError,
+    ServerConfig,
+    host_name_problem,
+    load_config,
+    parse_duration,
+)
 from monitor.model import PHASES, ProbeResult, Target
 from monitor.notifications import check_notifications
+from monitor.server import is_loopback
 
 DEFAULT_CONFIG = "config/monitor.yaml"
 
@@ -55,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"config file (default: {DEFAULT_CONFIG})")
     run.add_argument("--listen", help="address to bind, overriding server.listen")
     run.add_argument("--port", type=int, help="port to bind, overriding server.port")
+    run.add_argument("--allow-host", action="append", default=[], metavar="NAME", type=_host,
+                     help="also answer requests for this Host name (repeatable), adding to "
+                          "server.allowed_hosts")
+    run.add_argument("--insecure-no-token", action="store_true",
+                     help="listen beyond loopback without server.token (only behind a "
+                          "firewall or on a private network)")
     run.add_argument("--shard", type=_shard, metavar="I/N",
                      help="run only the I-th of N stable shards of the targets (1 <= I <= N)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -135,10 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=9321, help="first monitor's port (default 9321)")
     demo.add_argument("--listen", default="127.0.0.1",
                       help="address the two monitors bind (0.0.0.0 in a container)")
+    demo.add_argument("--allow-host", action="append", default=[], metavar="NAME", type=_host,
+                      help="also answer requests for this Host name (a compose service name)")
     demo.add_argument("--cycle", default="3m", help="length of one replay loop (default 3m)")
     demo.add_argument("--data", help="directory for the demo's history (default: a temp dir)")
     demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
+
+
+def _host(text: str) -> str:
+    problem = host_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text.strip("[]").lower()
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -180,6 +203,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"monitor: {args.config} is not valid:", file=sys.stderr)
         print(str(exc), file=sys.stderr)
         return 2
+    server = replace(config.server, listen=args.listen or config.server.listen,
+                     allowed_hosts=(*config.server.allowed_hosts, *args.allow_host),
+                     allow_public_without_token=config.server.allow_public_without_token
+                     or args.insecure_no_token)
+    refusal = exposure_refusal(server)
+    if refusal:
+        print(f"monitor: {refusal}", file=sys.stderr)
+        return 2
+    config = replace(config, server=server)
     try:
         import uvloop  # optional, faster event loop: pip install 'monitor[fast]'
 
@@ -188,6 +220,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         run = asyncio.run
     run(run_daemon(config, listen=args.listen, port=args.port, shard=args.shard))
     return 0
+
+
+def exposure_refusal(server: ServerConfig) -> str | None:
+    """Why the server must not start as configured, or None; warns when it is let through."""
+    if server.token or is_loopback(server.listen):
+        return None
+    if server.allow_public_without_token:
+        logging.getLogger("monitor").warning(
+            "INSECURE: listening on %s without a token: anyone who can connect reads the "
+            "targets and outages and can trigger reloads; set server.token", server.listen)
+        return None
+    return (f"refusing to listen on {server.listen} without a token: anyone who can connect "
+            "would read the targets and outages and could trigger reloads.\n"
+            "Set server.token (for example token: ${MONITOR_TOKEN} and export MONITOR_TOKEN), "
+            "listen on 127.0.0.1, or, only behind a firewall or on a private network, pass "
+            "--insecure-no-token (server.allow_public_without_token: true).")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -202,7 +250,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         task = asyncio.create_task(run_demo(port=args.port, cycle=cycle, data_dir=args.data,
-                                            listen=args.listen))
+                                            listen=args.listen,
+                                            allowed_hosts=tuple(args.allow_host)))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)

@@ -38,6 +38,8 @@ class ServerConfig:
     listen: str = "127.0.0.1"
     port: int = 9321  # 0 picks a free port (tests)
     token: str | None = None  # optional bearer token required on /api and /-/reload
+    allowed_hosts: tuple[str, ...] = ()  # Host names served beyond the local ones; "*" = any
+    allow_public_without_token: bool = False  # listen beyond loopback with no token
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,14 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     return parse_config(text, source, environ)
 
 
+def host_name_problem(name: str) -> str | None:
+    """Why `name` cannot go in server.allowed_hosts, or None."""
+    if name == "*" or _HOST_NAME_RE.fullmatch(name.strip("[]").lower()):
+        return None
+    return (f"{name!r} is not a host name; write the name alone (monitor.example.com), "
+            "without scheme or port")
+
+
 def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Config:
     """Validate config text; `source` names it in error messages."""
     parser = _Parser(source, os.environ if environ is None else environ)
@@ -191,7 +201,11 @@ LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 RESERVED_LABELS = frozenset({"target", "location", "url", "kind"})  # and every __* name
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MAX_REDIRECTS = 10
+<<<<<<< HEAD
 REDIRECT_POLICIES = ("follow", "same-origin", "none")  # as monitor.probes.http follows them
+=======
+_HOST_NAME_RE = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")  # a name, IPv4 or IPv6
+>>>>>>> server-sec
 MIN_INTERVAL = 1.0
 
 _TOP_KEYS = (
@@ -204,7 +218,7 @@ _TOP_KEYS = (
     "notifiers",
     "maintenance",
 )
-_SERVER_KEYS = ("listen", "port", "token")
+_SERVER_KEYS = ("listen", "port", "token", "allowed_hosts", "allow_public_without_token")
 _STORE_KEYS = ("path", "retention")
 _RETENTION_KEYS = ("minutes", "hours", "outages")
 _METRICS_KEYS = ("duration_buckets", "per_target_histogram")
@@ -581,8 +595,41 @@ class _Parser:
             port=self.field(
                 items, "port", "server", lambda n, p: self.integer(n, p, 0, 65535), default.port
             ),
-            token=self.field(items, "token", "server", self.optional_string, default.token),
+            token=self.field(items, "token", "server", self.token, default.token),
+            allowed_hosts=self.field(items, "allowed_hosts", "server", self.host_names, ()),
+            allow_public_without_token=self.field(
+                items, "allow_public_without_token", "server", self.boolean,
+                default.allow_public_without_token,
+            ),
         )
+
+    def token(self, node: Node, path: str) -> str | None:
+        if _is_null(node):
+            return None
+        value = self.text(node, path)
+        if not value and "${" not in node.value:  # type: ignore[union-attr]
+            raise _Invalid("must not be empty")
+        return value or None  # `${MONITOR_TOKEN:-}` with the variable unset: no token
+
+    def host_names(self, node: Node, path: str) -> tuple[str, ...]:
+        """Names for the Host allow-list: bare host names or IP addresses, or "*"."""
+        if not isinstance(node, SequenceNode):
+            raise _Invalid(f"must be a list of host names, got {_what(node)}")
+        names: list[str] = []
+        failed = False
+        for i, item in enumerate(node.value):
+            try:
+                name = self.attempt(self.string, item, f"{path}[{i}]").strip().lower()
+            except _Reported:
+                failed = True
+                continue
+            if (problem := host_name_problem(name)) is not None:
+                self.error(item, f"{path}[{i}]", problem)
+                failed = True
+            names.append(name.strip("[]"))
+        if failed:
+            raise _Reported
+        return tuple(names)
 
     def store(self, node: Node | None) -> StoreConfig:
         items = self.section(node, "store", _STORE_KEYS)

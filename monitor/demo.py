@@ -164,11 +164,13 @@ def demo_targets(port: int, mil_port: int, tls_port: int) -> tuple[Target, ...]:
 
 
 async def run_demo(*, port: int = 9321, cycle: float = 180.0, data_dir: str | None = None,
-                   listen: str = "127.0.0.1", ready: Callable[[], None] | None = None) -> None:
+                   listen: str = "127.0.0.1", ready: Callable[[], None] | None = None,
+                   allowed_hosts: tuple[str, ...] = ()) -> None:
     """Run target servers and two monitors (ports `port` and `port + 1`) until cancelled.
 
     `listen` is the monitors' address only (in a container: 0.0.0.0, so that a Prometheus
     beside it can scrape them); the target servers always stay on 127.0.0.1.
+    `allowed_hosts`: Host names the monitors answer besides local ones (a compose service).
     """
     from monitor.app import run_monitor  # the demo sits above the daemon
 
@@ -186,7 +188,8 @@ async def run_demo(*, port: int = 9321, cycle: float = 180.0, data_dir: str | No
         data = Path(data_dir or stack.enter_context(tempfile.TemporaryDirectory()))
         configs = [
             Config(source="<demo>", location=location,
-                   server=ServerConfig(listen=listen, port=port + i),
+                   server=ServerConfig(listen=listen, port=port + i,
+                                       allowed_hosts=allowed_hosts),
                    store=StoreConfig(path=str(data / f"{location}.db")),
                    metrics=MetricsConfig(duration_buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5)),
                    targets=tuple(replace(t, source_address=source) for t in targets))

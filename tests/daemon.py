@@ -93,7 +93,9 @@ class Daemon:
             return r.status, await r.json()
 
     async def post(self, path: str) -> tuple[int, object]:
-        async with aiohttp.ClientSession() as s, s.post(f"{self.base}{path}") as r:
+        """POST as a script would: with the header that marks a deliberate reload."""
+        async with aiohttp.ClientSession() as s, \
+                s.post(f"{self.base}{path}", headers={"X-Monitor-Reload": "1"}) as r:
             return r.status, await r.json()
 
     def send(self, sig: signal.Signals) -> None:
