@@ -201,11 +201,8 @@ LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 RESERVED_LABELS = frozenset({"target", "location", "url", "kind"})  # and every __* name
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MAX_REDIRECTS = 10
-<<<<<<< HEAD
 REDIRECT_POLICIES = ("follow", "same-origin", "none")  # as monitor.probes.http follows them
-=======
 _HOST_NAME_RE = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")  # a name, IPv4 or IPv6
->>>>>>> server-sec
 MIN_INTERVAL = 1.0
 
 _TOP_KEYS = (
