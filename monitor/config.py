@@ -20,7 +20,6 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -158,14 +157,27 @@ def parse_size(text: str | int) -> int:
 
 # --- loading ----------------------------------------------------------------------------
 
+# Bounds on what a config file may cost to read. 100,000 targets take about 6 MiB; a
+# "billion laughs" YAML bomb turns 500 bytes into 10^9 nodes through nested aliases.
+MAX_CONFIG_BYTES = 32 * 2**20
+MAX_ALIASES = 100_000  # alias uses (*name): one per target at 100,000 targets
+MAX_ALIAS_NODES = 1_000_000  # nodes the aliases add to the document once expanded
+
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a config file; raises ConfigError listing every error found."""
     source = os.fspath(path)
     try:
-        data = Path(source).read_bytes()
+        with open(source, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)  # bounded: /dev/zero or a log file by mistake
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read the file: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([
+            f"{source}: the file is larger than {MAX_CONFIG_BYTES // 2**20} MiB, the limit for "
+            "a config file; check that it is the right file, or split the targets over "
+            "several monitors"
+        ])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -245,6 +257,8 @@ _VAR = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _VAR_REF = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-([^${]*))?")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _STATUS = re.compile(r"(\d{3})(?:\s*-\s*(\d{3}))?|([1-5])xx")
+
+_BOMB = "write the values out instead (is it a YAML bomb?)"
 
 _T = TypeVar("_T")
 _Items = dict[str, tuple[Node, Node]]  # key → (key node, value node)
@@ -542,6 +556,8 @@ class _Parser:
         if root is None:
             self.error(None, "", "the file is empty; it needs at least a list of targets")
             return None
+        if "&" in text and "*" in text and not self.aliases_bounded(root):
+            return None  # anchors and aliases both present: count before anything expands
         if not isinstance(root, MappingNode):
             self.error(root, "", f"the top level must be a mapping, got {_what(root)}")
             return None
@@ -566,6 +582,64 @@ class _Parser:
             notifiers=notifiers,
             raw_maintenance=maintenance,
         )
+
+    def aliases_bounded(self, root: Node) -> bool:
+        """False, with an error at the alias, if aliases exceed MAX_ALIASES uses or add more
+        than MAX_ALIAS_NODES nodes. Counted over distinct nodes, never by expanding them: a
+        node met again is an alias use and adds its whole expanded size."""
+        sizes: dict[int, int] = {}  # id(node) → expanded size, for nodes counted
+        open_ids: set[int] = set()  # nodes being counted: meeting one again is recursion
+        uses = added = 0
+        # Frames: node, path, its (path, line node, child) list, next index, size so far.
+        stack: list[list[Any]] = [[root, "", self.children(root, ""), 0, 1]]
+        open_ids.add(id(root))
+        while stack:
+            frame = stack[-1]
+            node, _, children, index, _ = frame
+            if index == len(children):
+                stack.pop()
+                open_ids.discard(id(node))
+                sizes[id(node)] = frame[4]
+                if stack:
+                    stack[-1][4] += frame[4]
+                continue
+            frame[3] += 1
+            child_path, where, child = children[index]
+            if id(child) in sizes or id(child) in open_ids:
+                # Recursion adds nothing here: plain() and the shapes report it.
+                uses += 1
+                added += sizes.get(id(child), 0)
+                frame[4] += sizes.get(id(child), 0)
+                if uses > MAX_ALIASES:
+                    self.error(where, child_path, f"more than {MAX_ALIASES:,} aliases; {_BOMB}")
+                    return False
+                if added > MAX_ALIAS_NODES:
+                    self.error(
+                        where,
+                        child_path,
+                        f"aliases add more than {MAX_ALIAS_NODES:,} nodes; {_BOMB}",
+                    )
+                    return False
+            elif isinstance(child, ScalarNode):
+                sizes[id(child)] = 1
+                frame[4] += 1
+            else:
+                open_ids.add(id(child))
+                stack.append([child, child_path, self.children(child, child_path), 0, 1])
+        return True
+
+    @staticmethod
+    def children(node: Node, path: str) -> list[tuple[str, Node, Node]]:
+        """(path, node whose line to report, child) of a mapping's keys and values or a list."""
+        if isinstance(node, SequenceNode):
+            return [(f"{path}[{i}]", node, item) for i, item in enumerate(node.value)]
+        if not isinstance(node, MappingNode):
+            return []
+        found: list[tuple[str, Node, Node]] = []
+        for key, value in node.value:
+            label = key.value if isinstance(key, ScalarNode) else "?"
+            found += [(path, key, key), (_join(path, label), key, value)]
+        return found
 
     def name(self, node: Node, path: str) -> str:
         """A target or location name: label-safe."""
