@@ -30,7 +30,7 @@ import aiohttp
 
 from monitor.notify.base import Message, Settings, url_secrets
 from monitor.notify.channel import Channel
-from monitor.notify.messages import iso_time
+from monitor.notify.messages import iso_time, one_line
 
 SIGNATURE_HEADER = "X-Monitor-Signature"
 KEY_HEADER = "X-Monitor-Key"
@@ -45,7 +45,7 @@ def body(message: Message, title: str, text: str) -> dict[str, object]:
         "location": message.location,
         "url": message.url,
         "cause": message.cause,
-        "error": message.error,
+        "error": one_line(message.error),  # from the probed server: one bounded line
         "since": iso_time(message.since),
         "since_ts": message.since,
         "duration": message.duration,

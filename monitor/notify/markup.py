@@ -1,0 +1,52 @@
+"""Plain text made inert in each channel's markup.
+
+Rendered titles and texts are plain text, and part of them comes from a probed server (the
+error message), which may be hostile. Before a channel puts text into markup it passes it
+through the function for that markup here, so the text cannot add links, mentions,
+formatting or HTML. Addresses written out in full stay as they are: the services link them
+as themselves, which shows where they lead (a masked link `[text](url)` would not).
+
+Imports: stdlib only.
+"""
+
+from __future__ import annotations
+
+import re
+
+ZWSP = "\u200b"  # zero-width space: breaks a mention without changing what people read
+
+_URL = re.compile(r"https?://[^\s<>()\[\]`|*]+")
+# Characters with a meaning anywhere in Discord's markdown (a backslash makes any ASCII
+# punctuation literal), and the markers that mean something only at the start of a line.
+_MARKDOWN_INLINE = re.compile(r"([\\*_~`|\[\]()<>])")
+_MARKDOWN_LINE_START = re.compile(r"^(\s*)([-#>+]|\d+(?=\.))", re.MULTILINE)
+_BROADCAST = re.compile(r"@(everyone|here|channel)\b", re.IGNORECASE)
+_MENTION = re.compile(r"@(?=\w)")
+
+
+def markdown(text: str) -> str:
+    """Literal text in Discord-style markdown; full addresses are left to be linked."""
+    parts: list[str] = []
+    last = 0
+    for url in _URL.finditer(text):
+        parts += [_markdown_plain(text[last : url.start()]), url.group(0)]
+        last = url.end()
+    parts.append(_markdown_plain(text[last:]))
+    return "".join(parts)
+
+
+def _markdown_plain(text: str) -> str:
+    text = _MARKDOWN_INLINE.sub(r"\\\1", text)
+    text = _MARKDOWN_LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", text)
+    return _BROADCAST.sub(f"@{ZWSP}\\1", text)
+
+
+def slack(text: str) -> str:
+    """Slack's control characters (links, mentions, `<!channel>`) as entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def html(text: str) -> str:
+    """Literal text in HTML (Telegram's HTML mode), with `@name` mentions broken."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MENTION.sub(f"@{ZWSP}", escaped)
