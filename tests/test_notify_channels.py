@@ -466,7 +466,13 @@ async def test_email_plain_with_auth(session):
         notifier = build_notifier(
             "mail",
             "email",
-            email_settings(smtp, security="none", username="alice", password="pw-secret"),
+            email_settings(
+                smtp,
+                security="none",
+                username="alice",
+                password="pw-secret",
+                allow_plaintext_auth=True,  # a test server on loopback
+            ),
         )
         await notifier.send(DOWN, session)
         await notifier.send(UP, session)
@@ -491,7 +497,13 @@ async def test_email_wrong_password_is_permanent_and_hidden(session):
         notifier = build_notifier(
             "mail",
             "email",
-            email_settings(smtp, security="none", username="alice", password="wr0ng-pass"),
+            email_settings(
+                smtp,
+                security="none",
+                username="alice",
+                password="wr0ng-pass",
+                allow_plaintext_auth=True,
+            ),
         )
         with pytest.raises(NotifyError) as caught:
             await notifier.send(DOWN, session)
