@@ -3,16 +3,19 @@ formatting, HTML, lines or mail headers. Each channel posts to its local stand-i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
+from daemon import Daemon
 from receivers import Receiver, SmtpReceiver
 
 from monitor.notify.base import Message
@@ -248,3 +251,73 @@ async def test_apprise_escapes_for_the_service_format(
     message = receiver.received[0].json()["message"]
     assert expected in message
     assert "<script>" not in message
+
+
+# --- through the daemon -----------------------------------------------------------------
+
+# A server that answers with a malformed status line: its bytes reach the error message.
+EVIL_STATUS = (
+    b"HTTP/1.1 [click](https://evil.example/) @everyone @here <@123> <script>x</script> "
+    b"**bold** `code`\r\n\r\n"
+)
+
+
+async def test_daemon_notifications_from_a_hostile_server_are_inert(tmp_path: Path) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(EVIL_STATUS)
+        await writer.drain()
+        writer.close()
+
+    evil = await asyncio.start_server(answer, "127.0.0.1", 0)
+    receiver = await Receiver().start()
+    port = evil.sockets[0].getsockname()[1]
+    config = tmp_path / "monitor.yaml"
+    config.write_text(f"""\
+location: lab
+store: {{path: history.db}}
+notifiers:
+  discord: {{type: discord, url: "{receiver.url}/discord"}}
+  slack: {{type: slack, url: "{receiver.url}/slack"}}
+  teams: {{type: teams, url: "{receiver.url}/teams"}}
+  telegram: {{type: telegram, token: "1:tok", chat_id: 7, api_url: "{receiver.url}"}}
+targets:
+  - name: site
+    url: http://127.0.0.1:{port}/
+    interval: 1s
+    timeout: 500ms
+    down_after: 1
+    notifiers: [discord, slack, teams, telegram]
+""")
+    try:
+        async with Daemon(config) as daemon:
+            line = await daemon.wait_for_log(r"site DOWN from lab since")
+            delivered = await receiver.wait_delivered(4)
+    finally:
+        await receiver.close()
+        evil.close()
+        await evil.wait_closed()
+    match = re.search(r"since \S+: (\w+): (.*) \(\d+ failed probes?\)$", line)
+    assert match, line
+    shown = one_line(match.group(2))  # what the probe made of the server's bytes
+    got = {r.path: r.json() for r in delivered}
+
+    description = got["/discord"]["embeds"][0]["description"]
+    assert f"Cause: {match.group(1)}: {markdown(shown)}\n" in description
+    outside = re.sub(r"https?://[^\s()\\]+", "", description)
+    assert not re.search(r"(?<!\\)[\[\]()<>*`]", outside)
+    assert not re.search(r"@(everyone|here)", description)
+
+    slack_blocks = got["/slack"]["blocks"]
+    assert {block["text"]["type"] for block in slack_blocks} == {"plain_text"}
+    assert shown in slack_blocks[1]["text"]["text"]
+    assert not re.search(r"[<>]", got["/slack"]["text"])
+
+    teams = got["/teams"]["attachments"][0]["content"]["body"]
+    assert [block["type"] for block in teams] == ["RichTextBlock", "RichTextBlock"]
+    assert shown in teams[1]["inlines"][0]["text"]
+
+    telegram = got["/bot1:tok/sendMessage"]["text"]
+    assert html(shown) in telegram
+    assert re.findall(r"<[^>]*>", telegram) == ["<b>", "</b>"]
+    assert not re.search(r"@\w", telegram)
