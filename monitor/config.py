@@ -162,6 +162,7 @@ def parse_size(text: str | int) -> int:
 MAX_CONFIG_BYTES = 32 * 2**20
 MAX_ALIASES = 100_000  # alias uses (*name): one per target at 100,000 targets
 MAX_ALIAS_NODES = 1_000_000  # nodes the aliases add to the document once expanded
+MAX_DEPTH = 64  # levels of nesting; a config needs about 5, Python recursion about 300
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -281,10 +282,44 @@ def _compose(text: str) -> Node | None:
     """libyaml when built in (10x faster: start-up with 100,000 targets); on an error the
     pure-Python parser runs again, for its more precise messages."""
     fast = getattr(yaml, "CSafeLoader", None)
+    fast_error: yaml.YAMLError | None = None
     if fast is not None:
-        with contextlib.suppress(yaml.YAMLError):
+        try:
             return yaml.compose(text, Loader=fast)  # type: ignore[no-any-return]
-    return yaml.compose(text, Loader=yaml.SafeLoader)  # type: ignore[no-any-return]
+        except yaml.YAMLError as exc:
+            fast_error = exc
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)  # type: ignore[no-any-return]
+    except RecursionError:
+        # The pure-Python composer recurses once per level: libyaml says it better.
+        if fast_error is not None:
+            raise fast_error from None
+        raise yaml.YAMLError(f"nested more than {MAX_DEPTH} levels deep") from None
+
+
+def _children(node: Node) -> list[Node]:
+    """A list's items, or a mapping's keys and values in turn (key, value, key, ...)."""
+    if isinstance(node, SequenceNode):
+        return node.value  # type: ignore[no-any-return]
+    if isinstance(node, MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def _position(stack: list[list[Any]]) -> tuple[Node, str]:
+    """The node whose line to report and the dotted path of the child last visited, from
+    the frames of Parser.bounded: a mapping's key, or the list itself."""
+    path, where = "", stack[0][0]
+    for node, _, visited, _ in stack:
+        index = visited - 1
+        if isinstance(node, SequenceNode):
+            path, where = f"{path}[{index}]", node
+        else:
+            key = node.value[index // 2][0]
+            where = key
+            if index % 2:  # a value, not the key itself
+                path = _join(path, key.value if isinstance(key, ScalarNode) else "?")
+    return where, path
 
 
 def _line(node: Node) -> int:
@@ -556,8 +591,8 @@ class _Parser:
         if root is None:
             self.error(None, "", "the file is empty; it needs at least a list of targets")
             return None
-        if "&" in text and "*" in text and not self.aliases_bounded(root):
-            return None  # anchors and aliases both present: count before anything expands
+        if not self.bounded(root):
+            return None  # checked before anything recurses into it or expands an alias
         if not isinstance(root, MappingNode):
             self.error(root, "", f"the top level must be a mapping, got {_what(root)}")
             return None
@@ -583,63 +618,51 @@ class _Parser:
             raw_maintenance=maintenance,
         )
 
-    def aliases_bounded(self, root: Node) -> bool:
-        """False, with an error at the alias, if aliases exceed MAX_ALIASES uses or add more
-        than MAX_ALIAS_NODES nodes. Counted over distinct nodes, never by expanding them: a
-        node met again is an alias use and adds its whole expanded size."""
+    def bounded(self, root: Node) -> bool:
+        """False, with an error where it happens, if the nesting is deeper than MAX_DEPTH,
+        or aliases exceed MAX_ALIASES uses or add more than MAX_ALIAS_NODES nodes. Counted
+        over distinct nodes, never by expanding them: a node met again is an alias use and
+        adds its whole expanded size. Paths are worked out only for an error (speed)."""
         sizes: dict[int, int] = {}  # id(node) → expanded size, for nodes counted
-        open_ids: set[int] = set()  # nodes being counted: meeting one again is recursion
+        open_ids = {id(root)}  # nodes being counted: meeting one again is recursion
         uses = added = 0
-        # Frames: node, path, its (path, line node, child) list, next index, size so far.
-        stack: list[list[Any]] = [[root, "", self.children(root, ""), 0, 1]]
-        open_ids.add(id(root))
+        # One frame per level: the node, its children, the next child's index, size so far.
+        stack: list[list[Any]] = [[root, _children(root), 0, 1]]
         while stack:
             frame = stack[-1]
-            node, _, children, index, _ = frame
+            node, children, index, size = frame
             if index == len(children):
                 stack.pop()
                 open_ids.discard(id(node))
-                sizes[id(node)] = frame[4]
+                sizes[id(node)] = size
                 if stack:
-                    stack[-1][4] += frame[4]
+                    stack[-1][3] += size
                 continue
-            frame[3] += 1
-            child_path, where, child = children[index]
+            frame[2] = index + 1
+            child = children[index]
+            problem = None
             if id(child) in sizes or id(child) in open_ids:
                 # Recursion adds nothing here: plain() and the shapes report it.
                 uses += 1
                 added += sizes.get(id(child), 0)
-                frame[4] += sizes.get(id(child), 0)
+                frame[3] += sizes.get(id(child), 0)
                 if uses > MAX_ALIASES:
-                    self.error(where, child_path, f"more than {MAX_ALIASES:,} aliases; {_BOMB}")
-                    return False
-                if added > MAX_ALIAS_NODES:
-                    self.error(
-                        where,
-                        child_path,
-                        f"aliases add more than {MAX_ALIAS_NODES:,} nodes; {_BOMB}",
-                    )
-                    return False
+                    problem = f"more than {MAX_ALIASES:,} aliases; {_BOMB}"
+                elif added > MAX_ALIAS_NODES:
+                    problem = f"aliases add more than {MAX_ALIAS_NODES:,} nodes; {_BOMB}"
             elif isinstance(child, ScalarNode):
                 sizes[id(child)] = 1
-                frame[4] += 1
+                frame[3] += 1
+            elif len(stack) >= MAX_DEPTH:
+                problem = f"nested more than {MAX_DEPTH} levels deep"
             else:
                 open_ids.add(id(child))
-                stack.append([child, child_path, self.children(child, child_path), 0, 1])
+                stack.append([child, _children(child), 0, 1])
+            if problem is not None:
+                where, path = _position(stack)
+                self.error(where, path, problem)
+                return False
         return True
-
-    @staticmethod
-    def children(node: Node, path: str) -> list[tuple[str, Node, Node]]:
-        """(path, node whose line to report, child) of a mapping's keys and values or a list."""
-        if isinstance(node, SequenceNode):
-            return [(f"{path}[{i}]", node, item) for i, item in enumerate(node.value)]
-        if not isinstance(node, MappingNode):
-            return []
-        found: list[tuple[str, Node, Node]] = []
-        for key, value in node.value:
-            label = key.value if isinstance(key, ScalarNode) else "?"
-            found += [(path, key, key), (_join(path, label), key, value)]
-        return found
 
     def name(self, node: Node, path: str) -> str:
         """A target or location name: label-safe."""

@@ -15,6 +15,7 @@ from monitor.config import (
     MAX_ALIAS_NODES,
     MAX_ALIASES,
     MAX_CONFIG_BYTES,
+    MAX_DEPTH,
     ConfigError,
     load_config,
     parse_config,
@@ -88,6 +89,29 @@ def test_too_many_aliases() -> None:
     assert caught.value.errors == [
         f"c.yaml:3: y[{MAX_ALIASES}]: more than 100,000 aliases; "
         "write the values out instead (is it a YAML bomb?)"
+    ]
+
+
+def test_nesting_deeper_than_the_cap() -> None:
+    # Python code recurses once per level (a RecursionError would escape as a traceback).
+    deep = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    text = f"targets: [{{name: a, url: 'http://x/'}}]\nmaintenance: {deep}\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yaml", {})
+    path = "maintenance" + "[0]" * (MAX_DEPTH - 1)
+    assert caught.value.errors == [f"c.yaml:2: {path}: nested more than 64 levels deep"]
+    shallower = text.replace("[]", "", 1)  # one level less: only the shape is wrong
+    with pytest.raises(ConfigError) as caught:
+        parse_config(shallower, "c.yaml", {})
+    assert "nested" not in str(caught.value)
+
+
+def test_nesting_beyond_what_libyaml_takes() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"targets: {deep}\n", "c.yaml", {})
+    assert caught.value.errors == [
+        "c.yaml:1: invalid YAML: exceeded maximum nesting depth (column 1009)"
     ]
 
 
