@@ -86,8 +86,10 @@ class Config:
     metrics: MetricsConfig
     targets: tuple[Target, ...]
     notifiers: tuple[NotifierConfig, ...] = ()
-    # `maintenance:` kept raw (like NotifierConfig.settings) for a later issue.
+    # `maintenance:` kept raw (like NotifierConfig.settings), validated by monitor.notify;
+    # the line of each window, so its errors can name it too.
     raw_maintenance: tuple[Mapping[str, Any], ...] = ()
+    maintenance_lines: tuple[int, ...] = ()
 
 
 class ConfigError(Exception):
@@ -607,6 +609,7 @@ class _Parser:
         defaults = self.defaults(node.get("defaults"))
         targets = self.targets(node.get("targets"), root, defaults)
         maintenance = self.field(top, "maintenance", "", self.maintenance, ())
+        windows = tuple(window for window, _ in maintenance)
         return Config(
             source=self.source,
             location=location,
@@ -615,7 +618,8 @@ class _Parser:
             metrics=metrics,
             targets=targets,
             notifiers=notifiers,
-            raw_maintenance=maintenance,
+            raw_maintenance=windows,
+            maintenance_lines=tuple(line for _, line in maintenance),
         )
 
     def bounded(self, root: Node) -> bool:
@@ -787,19 +791,20 @@ class _Parser:
             raise _Invalid(f"unknown notifier type {kind!r}; {hint}")
         return kind
 
-    def maintenance(self, node: Node, path: str) -> tuple[Mapping[str, Any], ...]:
+    def maintenance(self, node: Node, path: str) -> tuple[tuple[Mapping[str, Any], int], ...]:
+        """Each window as plain values, with its line."""
         if _is_null(node):
             return ()
         if not isinstance(node, SequenceNode):
             raise _Invalid(f"must be a list, got {_what(node)}")
-        windows: list[Mapping[str, Any]] = []
+        windows: list[tuple[Mapping[str, Any], int]] = []
         for i, item in enumerate(node.value):
             try:
                 value = self.attempt(self.plain, item, f"{path}[{i}]")
             except _Reported:
                 continue
             if isinstance(value, dict):
-                windows.append(MappingProxyType(value))
+                windows.append((MappingProxyType(value), _line(item)))
             else:
                 self.error(item, f"{path}[{i}]", f"must be a mapping, got {_what(item)}")
         return tuple(windows)
