@@ -88,6 +88,9 @@ def test_markdown_escapes_everything_but_full_addresses() -> None:
     )
     assert slack("<!channel> <https://e|x> &") == "&lt;!channel&gt; &lt;https://e|x&gt; &amp;"
     assert html("<b>@admin</b> & a@b") == f"&lt;b&gt;@{ZWSP}admin&lt;/b&gt; &amp; a@{ZWSP}b"
+    assert html("@ops https://e.example/@ops?a=1&b=2") == (
+        f"@{ZWSP}ops https://e.example/@ops?a=1&amp;b=2"
+    )
 
 
 async def test_discord(receiver: Receiver, session: aiohttp.ClientSession) -> None:

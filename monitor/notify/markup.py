@@ -12,6 +12,7 @@ Imports: stdlib only.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 ZWSP = "\u200b"  # zero-width space: breaks a mention without changing what people read
 
@@ -26,13 +27,7 @@ _MENTION = re.compile(r"@(?=\w)")
 
 def markdown(text: str) -> str:
     """Literal text in Discord-style markdown; full addresses are left to be linked."""
-    parts: list[str] = []
-    last = 0
-    for url in _URL.finditer(text):
-        parts += [_markdown_plain(text[last : url.start()]), url.group(0)]
-        last = url.end()
-    parts.append(_markdown_plain(text[last:]))
-    return "".join(parts)
+    return _around_urls(text, _markdown_plain, lambda url: url)
 
 
 def _markdown_plain(text: str) -> str:
@@ -47,6 +42,17 @@ def slack(text: str) -> str:
 
 
 def html(text: str) -> str:
-    """Literal text in HTML (Telegram's HTML mode), with `@name` mentions broken."""
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MENTION.sub(f"@{ZWSP}", escaped)
+    """Literal text in HTML (Telegram's HTML mode), with `@name` mentions broken outside
+    full addresses (`https://example.org/@team` stays one link)."""
+    return _around_urls(text, lambda plain: _MENTION.sub(f"@{ZWSP}", slack(plain)), slack)
+
+
+def _around_urls(text: str, plain: Callable[[str], str], url: Callable[[str], str]) -> str:
+    """`text` with `url` applied to full addresses and `plain` to the rest."""
+    parts: list[str] = []
+    last = 0
+    for match in _URL.finditer(text):
+        parts += [plain(text[last : match.start()]), url(match.group(0))]
+        last = match.end()
+    parts.append(plain(text[last:]))
+    return "".join(parts)
