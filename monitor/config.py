@@ -4,7 +4,8 @@ The file is composed into PyYAML nodes (not plain Python objects) so that every 
 name its line: each is reported as `FILE:LINE: dotted.path: message`, and all errors of a
 file are reported together. `${VAR}` in string values is replaced from the environment, so
 secrets stay out of the file; error messages quote the file's text, never a substituted
-value.
+value. Reading is bounded (file size, nesting depth, alias uses and expansion), so a wrong
+or hostile file costs little to reject.
 
 Imports only the standard library, PyYAML and `monitor.model`.
 """
@@ -164,7 +165,7 @@ def parse_size(text: str | int) -> int:
 MAX_CONFIG_BYTES = 32 * 2**20
 MAX_ALIASES = 100_000  # alias uses (*name): one per target at 100,000 targets
 MAX_ALIAS_NODES = 1_000_000  # nodes the aliases add to the document once expanded
-MAX_DEPTH = 64  # levels of nesting; a config needs about 5, Python recursion about 300
+MAX_DEPTH = 64  # levels of nesting: a config needs about 5; the parsing code recurses per level
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -310,7 +311,7 @@ def _children(node: Node) -> list[Node]:
 
 def _position(stack: list[list[Any]]) -> tuple[Node, str]:
     """The node whose line to report and the dotted path of the child last visited, from
-    the frames of Parser.bounded: a mapping's key, or the list itself."""
+    the frames of _Parser.bounded: a mapping's key, or the list itself."""
     path, where = "", stack[0][0]
     for node, _, visited, _ in stack:
         index = visited - 1

@@ -84,7 +84,7 @@ def test_markdown_escapes_everything_but_full_addresses() -> None:
         "\\`c\\` \\|\\|s\\|\\| \\\\"
     )
     assert markdown("# h\n- item\n> q\n1. first\nhttps://rt.com/a_b*c") == (
-        "\\# h\n\\- item\n\\> q\n\\1. first\nhttps://rt.com/a_b\\*c"
+        "\\# h\n\\- item\n\\> q\n1\\. first\nhttps://rt.com/a_b\\*c"
     )
     assert slack("<!channel> <https://e|x> &") == "&lt;!channel&gt; &lt;https://e|x&gt; &amp;"
     assert html("<b>@admin</b> & a@b") == f"&lt;b&gt;@{ZWSP}admin&lt;/b&gt; &amp; a@{ZWSP}b"

@@ -20,7 +20,7 @@ _URL = re.compile(r"https?://[^\s<>()\[\]`|*]+")
 # Characters with a meaning anywhere in Discord's markdown (a backslash makes any ASCII
 # punctuation literal), and the markers that mean something only at the start of a line.
 _MARKDOWN_INLINE = re.compile(r"([\\*_~`|\[\]()<>])")
-_MARKDOWN_LINE_START = re.compile(r"^(\s*)([-#>+]|\d+(?=\.))", re.MULTILINE)
+_MARKDOWN_LINE_START = re.compile(r"^(\s*)(?:([-#>+])|(\d+)\.)", re.MULTILINE)
 _BROADCAST = re.compile(r"@(everyone|here|channel)\b", re.IGNORECASE)
 _MENTION = re.compile(r"@(?=\w)")
 
@@ -32,8 +32,14 @@ def markdown(text: str) -> str:
 
 def _markdown_plain(text: str) -> str:
     text = _MARKDOWN_INLINE.sub(r"\\\1", text)
-    text = _MARKDOWN_LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", text)
+    text = _MARKDOWN_LINE_START.sub(_line_start, text)
     return _BROADCAST.sub(f"@{ZWSP}\\1", text)
+
+
+def _line_start(match: re.Match[str]) -> str:
+    """A list, heading or quote marker made literal: `\\-`, `\\#`, `1\\.`."""
+    indent, marker, number = match.groups()
+    return f"{indent}\\{marker}" if marker else f"{indent}{number}\\."
 
 
 def slack(text: str) -> str:
