@@ -125,7 +125,7 @@ async def test_slack(receiver: Receiver, session: aiohttp.ClientSession) -> None
     header, section = payload["blocks"]
     # plain_text is never formatted, linked or parsed for mentions by Slack.
     assert header["text"] == {"type": "plain_text", "text": "DOWN: rt from msk"}
-    assert section["text"] == {"type": "plain_text", "text": TEXT, "emoji": False}
+    assert section["text"] == {"type": "plain_text", "text": TEXT, "emoji": True}
     # The notification fallback is mrkdwn: no control character of Slack's is left raw.
     assert payload["text"] == f"DOWN: rt from msk\n{slack(TEXT)}"
     assert "&lt;!channel&gt; &lt;@123456789012345678&gt; &lt;script&gt;" in payload["text"]

@@ -47,7 +47,7 @@ class SlackNotifier(Channel):
                     "text": {
                         "type": "plain_text",
                         "text": cut(rendered.text, MAX_SECTION),
-                        "emoji": False,
+                        "emoji": True,  # :red_circle: in a template; a shortcode is not markup
                     },
                 },
             ],
