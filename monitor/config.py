@@ -162,9 +162,10 @@ def parse_size(text: str | int) -> int:
 
 # Bounds on what a config file may cost to read. 100,000 targets take about 6 MiB; a
 # "billion laughs" YAML bomb turns 500 bytes into 10^9 nodes through nested aliases.
-MAX_CONFIG_BYTES = 32 * 2**20
+MAX_CONFIG_BYTES = 16 * 2**20  # the worst (millions of one-character items) takes 1 GB and 16 s
 MAX_ALIASES = 100_000  # alias uses (*name): one per target at 100,000 targets
 MAX_ALIAS_NODES = 1_000_000  # nodes the aliases add to the document once expanded
+MAX_ERRORS = 100  # listed; a wrong file (say, a list of 5 million lines) has no end of them
 MAX_DEPTH = 64  # levels of nesting: a config needs about 5; the parsing code recurses per level
 
 
@@ -196,7 +197,10 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
     config = parser.parse(text)
     if parser.errors or config is None:
         ordered = sorted(parser.errors, key=lambda error: error[0])  # stable: file order
-        raise ConfigError([message for _, message in ordered])
+        messages = [message for _, message in ordered]
+        if parser.unlisted:
+            messages.append(f"{source}: {parser.unlisted:,} more errors; fix these first")
+        raise ConfigError(messages)
     return config
 
 
@@ -387,12 +391,16 @@ class _Parser:
         self.source = source
         self.environ = environ
         self.errors: list[tuple[int, str]] = []
+        self.unlisted = 0  # errors beyond MAX_ERRORS, only counted
         self.constructor = yaml.SafeLoader("")  # builds numbers, booleans etc. from nodes
         self.notifier_names: set[str] = set()
 
     # -- reporting and generic shapes --
 
     def error(self, node: Node | None, path: str, message: str) -> None:
+        if len(self.errors) >= MAX_ERRORS:
+            self.unlisted += 1
+            return
         line = _line(node) if node is not None else 1
         where = f"{path}: " if path else ""
         self.errors.append((line, f"{self.source}:{line}: {where}{message}"))

@@ -115,6 +115,18 @@ def test_nesting_beyond_what_libyaml_takes() -> None:
     ]
 
 
+def test_at_most_100_errors_are_listed() -> None:
+    items = "".join(f"  - {i}\n" for i in range(250))
+    text = f"targets: [{{name: a, url: 'http://x/'}}]\nmaintenance:\n{items}"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yaml", {})
+    errors = caught.value.errors
+    assert len(errors) == 101
+    assert errors[0] == "c.yaml:3: maintenance[0]: must be a mapping, got a number"
+    assert errors[99] == "c.yaml:102: maintenance[99]: must be a mapping, got a number"
+    assert errors[100] == "c.yaml: 150 more errors; fix these first"
+
+
 def test_ordinary_anchors_still_work() -> None:
     # Options shared through anchors: one alias use per target is far below the caps.
     first = "  - {name: t0, url: 'http://x/0', headers: &h {X-Api-Key: k}, labels: &l {team: web}}"
@@ -130,7 +142,7 @@ def test_a_file_over_the_size_cap_is_not_read_whole() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config("/dev/zero")
     assert caught.value.errors == [
-        "/dev/zero: the file is larger than 32 MiB, the limit for a config file; check that "
+        "/dev/zero: the file is larger than 16 MiB, the limit for a config file; check that "
         "it is the right file, or split the targets over several monitors"
     ]
 
