@@ -4,7 +4,8 @@ The file is composed into PyYAML nodes (not plain Python objects) so that every 
 name its line: each is reported as `FILE:LINE: dotted.path: message`, and all errors of a
 file are reported together. `${VAR}` in string values is replaced from the environment, so
 secrets stay out of the file; error messages quote the file's text, never a substituted
-value.
+value. Reading is bounded (file size, nesting depth, alias uses and expansion), so a wrong
+or hostile file costs little to reject.
 
 Imports only the standard library, PyYAML and `monitor.model`.
 """
@@ -20,7 +21,6 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -89,8 +89,10 @@ class Config:
     metrics: MetricsConfig
     targets: tuple[Target, ...]
     notifiers: tuple[NotifierConfig, ...] = ()
-    # `maintenance:` kept raw (like NotifierConfig.settings) for a later issue.
+    # `maintenance:` kept raw (like NotifierConfig.settings), validated by monitor.notify;
+    # the line of each window, so its errors can name it too.
     raw_maintenance: tuple[Mapping[str, Any], ...] = ()
+    maintenance_lines: tuple[int, ...] = ()
 
 
 class ConfigError(Exception):
@@ -160,14 +162,29 @@ def parse_size(text: str | int) -> int:
 
 # --- loading ----------------------------------------------------------------------------
 
+# Bounds on what a config file may cost to read. 100,000 targets take about 6 MiB; a
+# "billion laughs" YAML bomb turns 500 bytes into 10^9 nodes through nested aliases.
+MAX_CONFIG_BYTES = 16 * 2**20  # the worst (millions of one-character items) takes 1 GB and 16 s
+MAX_ALIASES = 100_000  # alias uses (*name): one per target at 100,000 targets
+MAX_ALIAS_NODES = 1_000_000  # nodes the aliases add to the document once expanded
+MAX_ERRORS = 100  # listed; a wrong file (say, a list of 5 million lines) has no end of them
+MAX_DEPTH = 64  # levels of nesting: a config needs about 5; the parsing code recurses per level
+
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a config file; raises ConfigError listing every error found."""
     source = os.fspath(path)
     try:
-        data = Path(source).read_bytes()
+        with open(source, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)  # bounded: /dev/zero or a log file by mistake
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read the file: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([
+            f"{source}: the file is larger than {MAX_CONFIG_BYTES // 2**20} MiB, the limit for "
+            "a config file; check that it is the right file, or split the targets over "
+            "several monitors"
+        ])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -190,7 +207,10 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
     config = parser.parse(text)
     if parser.errors or config is None:
         ordered = sorted(parser.errors, key=lambda error: error[0])  # stable: file order
-        raise ConfigError([message for _, message in ordered])
+        messages = [message for _, message in ordered]
+        if parser.unlisted:
+            messages.append(f"{source}: {parser.unlisted:,} more errors; fix these first")
+        raise ConfigError(messages)
     return config
 
 
@@ -259,6 +279,8 @@ _VAR_REF = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-([^${]*))?")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _STATUS = re.compile(r"(\d{3})(?:\s*-\s*(\d{3}))?|([1-5])xx")
 
+_BOMB = "write the values out instead (is it a YAML bomb?)"
+
 _T = TypeVar("_T")
 _Items = dict[str, tuple[Node, Node]]  # key → (key node, value node)
 _Option = tuple[Any, Node]  # a parsed target option and the node it came from
@@ -280,10 +302,44 @@ def _compose(text: str) -> Node | None:
     """libyaml when built in (10x faster: start-up with 100,000 targets); on an error the
     pure-Python parser runs again, for its more precise messages."""
     fast = getattr(yaml, "CSafeLoader", None)
+    fast_error: yaml.YAMLError | None = None
     if fast is not None:
-        with contextlib.suppress(yaml.YAMLError):
+        try:
             return yaml.compose(text, Loader=fast)  # type: ignore[no-any-return]
-    return yaml.compose(text, Loader=yaml.SafeLoader)  # type: ignore[no-any-return]
+        except yaml.YAMLError as exc:
+            fast_error = exc
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)  # type: ignore[no-any-return]
+    except RecursionError:
+        # The pure-Python composer recurses once per level: libyaml says it better.
+        if fast_error is not None:
+            raise fast_error from None
+        raise yaml.YAMLError(f"nested more than {MAX_DEPTH} levels deep") from None
+
+
+def _children(node: Node) -> list[Node]:
+    """A list's items, or a mapping's keys and values in turn (key, value, key, ...)."""
+    if isinstance(node, SequenceNode):
+        return node.value  # type: ignore[no-any-return]
+    if isinstance(node, MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def _position(stack: list[list[Any]]) -> tuple[Node, str]:
+    """The node whose line to report and the dotted path of the child last visited, from
+    the frames of _Parser.bounded: a mapping's key, or the list itself."""
+    path, where = "", stack[0][0]
+    for node, _, visited, _ in stack:
+        index = visited - 1
+        if isinstance(node, SequenceNode):
+            path, where = f"{path}[{index}]", node
+        else:
+            key = node.value[index // 2][0]
+            where = key
+            if index % 2:  # a value, not the key itself
+                path = _join(path, key.value if isinstance(key, ScalarNode) else "?")
+    return where, path
 
 
 def _line(node: Node) -> int:
@@ -348,12 +404,16 @@ class _Parser:
         self.source = source
         self.environ = environ
         self.errors: list[tuple[int, str]] = []
+        self.unlisted = 0  # errors beyond MAX_ERRORS, only counted
         self.constructor = yaml.SafeLoader("")  # builds numbers, booleans etc. from nodes
         self.notifier_names: set[str] = set()
 
     # -- reporting and generic shapes --
 
     def error(self, node: Node | None, path: str, message: str) -> None:
+        if len(self.errors) >= MAX_ERRORS:
+            self.unlisted += 1
+            return
         line = _line(node) if node is not None else 1
         where = f"{path}: " if path else ""
         self.errors.append((line, f"{self.source}:{line}: {where}{message}"))
@@ -555,6 +615,8 @@ class _Parser:
         if root is None:
             self.error(None, "", "the file is empty; it needs at least a list of targets")
             return None
+        if not self.bounded(root):
+            return None  # checked before anything recurses into it or expands an alias
         if not isinstance(root, MappingNode):
             self.error(root, "", f"the top level must be a mapping, got {_what(root)}")
             return None
@@ -569,6 +631,7 @@ class _Parser:
         defaults = self.defaults(node.get("defaults"))
         targets = self.targets(node.get("targets"), root, defaults)
         maintenance = self.field(top, "maintenance", "", self.maintenance, ())
+        windows = tuple(window for window, _ in maintenance)
         return Config(
             source=self.source,
             location=location,
@@ -577,8 +640,55 @@ class _Parser:
             metrics=metrics,
             targets=targets,
             notifiers=notifiers,
-            raw_maintenance=maintenance,
+            raw_maintenance=windows,
+            maintenance_lines=tuple(line for _, line in maintenance),
         )
+
+    def bounded(self, root: Node) -> bool:
+        """False, with an error where it happens, if the nesting is deeper than MAX_DEPTH,
+        or aliases exceed MAX_ALIASES uses or add more than MAX_ALIAS_NODES nodes. Counted
+        over distinct nodes, never by expanding them: a node met again is an alias use and
+        adds its whole expanded size. Paths are worked out only for an error (speed)."""
+        sizes: dict[int, int] = {}  # id(node) → expanded size, for nodes counted
+        open_ids = {id(root)}  # nodes being counted: meeting one again is recursion
+        uses = added = 0
+        # One frame per level: the node, its children, the next child's index, size so far.
+        stack: list[list[Any]] = [[root, _children(root), 0, 1]]
+        while stack:
+            frame = stack[-1]
+            node, children, index, size = frame
+            if index == len(children):
+                stack.pop()
+                open_ids.discard(id(node))
+                sizes[id(node)] = size
+                if stack:
+                    stack[-1][3] += size
+                continue
+            frame[2] = index + 1
+            child = children[index]
+            problem = None
+            if id(child) in sizes or id(child) in open_ids:
+                # Recursion adds nothing here: plain() and the shapes report it.
+                uses += 1
+                added += sizes.get(id(child), 0)
+                frame[3] += sizes.get(id(child), 0)
+                if uses > MAX_ALIASES:
+                    problem = f"more than {MAX_ALIASES:,} aliases; {_BOMB}"
+                elif added > MAX_ALIAS_NODES:
+                    problem = f"aliases add more than {MAX_ALIAS_NODES:,} nodes; {_BOMB}"
+            elif isinstance(child, ScalarNode):
+                sizes[id(child)] = 1
+                frame[3] += 1
+            elif len(stack) >= MAX_DEPTH:
+                problem = f"nested more than {MAX_DEPTH} levels deep"
+            else:
+                open_ids.add(id(child))
+                stack.append([child, _children(child), 0, 1])
+            if problem is not None:
+                where, path = _position(stack)
+                self.error(where, path, problem)
+                return False
+        return True
 
     def name(self, node: Node, path: str) -> str:
         """A target or location name: label-safe."""
@@ -736,19 +846,20 @@ class _Parser:
             raise _Invalid(f"unknown notifier type {kind!r}; {hint}")
         return kind
 
-    def maintenance(self, node: Node, path: str) -> tuple[Mapping[str, Any], ...]:
+    def maintenance(self, node: Node, path: str) -> tuple[tuple[Mapping[str, Any], int], ...]:
+        """Each window as plain values, with its line."""
         if _is_null(node):
             return ()
         if not isinstance(node, SequenceNode):
             raise _Invalid(f"must be a list, got {_what(node)}")
-        windows: list[Mapping[str, Any]] = []
+        windows: list[tuple[Mapping[str, Any], int]] = []
         for i, item in enumerate(node.value):
             try:
                 value = self.attempt(self.plain, item, f"{path}[{i}]")
             except _Reported:
                 continue
             if isinstance(value, dict):
-                windows.append(MappingProxyType(value))
+                windows.append((MappingProxyType(value), _line(item)))
             else:
                 self.error(item, f"{path}[{i}]", f"must be a mapping, got {_what(item)}")
         return tuple(windows)

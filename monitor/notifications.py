@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Collection, Iterable
 
@@ -51,7 +52,10 @@ def build_all(config: Config) -> tuple[dict[str, Notifier], dict[str, float], li
     try:
         windows = parse_windows(config.raw_maintenance)
     except ValueError as exc:
-        errors.append(f"{config.source}: {exc}")
+        index = re.match(r"maintenance\[(\d+)\]", str(exc))
+        lines = config.maintenance_lines
+        line = lines[int(index.group(1))] if index and int(index.group(1)) < len(lines) else 1
+        errors.append(f"{config.source}:{line}: {exc}")
         windows = []
     if errors:
         raise ValueError("\n".join(errors))

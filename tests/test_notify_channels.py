@@ -104,9 +104,16 @@ async def test_slack(receiver, session):
     await notifier.send(UP, session)
     down, up = receiver.received
     assert down.path == "/services/T0/B0/XXXX"
-    assert down.json()["text"].startswith("*DOWN: rt from msk*\nrt is down from msk since")
+    header, section = down.json()["blocks"]
+    assert header == {"type": "header", "text": {"type": "plain_text", "text": "DOWN: rt from msk"}}
+    assert section["type"] == "section"
+    assert section["text"]["type"] == "plain_text"
+    assert section["text"]["text"].startswith("rt is down from msk since")
+    assert "got <html> & more" in section["text"]["text"]  # plain text: shown as written
+    # The notification fallback is mrkdwn: its control characters are escaped.
+    assert down.json()["text"].startswith("DOWN: rt from msk\nrt is down from msk since")
     assert "got &lt;html&gt; &amp; more" in down.json()["text"]
-    assert up.json()["text"].startswith("*UP: rt from msk*\nrt is up again from msk after 12m 30s")
+    assert up.json()["blocks"][1]["text"]["text"].startswith("rt is up again from msk after 12m")
 
 
 async def test_discord(receiver, session):
@@ -130,11 +137,14 @@ async def test_teams_adaptive_card(receiver, session):
     assert down["type"] == "message"
     attachment = down["attachments"][0]
     assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
-    title, text = attachment["content"]["body"]
     assert attachment["content"]["type"] == "AdaptiveCard"
-    assert (title["text"], title["color"]) == ("DOWN: rt from msk", "Attention")
+    (title,), (text,) = (block["inlines"] for block in attachment["content"]["body"])
+    assert (title["type"], title["text"], title["color"]) == (
+        "TextRun", "DOWN: rt from msk", "Attention"
+    )
+    assert text["type"] == "TextRun"
     assert "Cause: timeout" in text["text"]
-    assert up["attachments"][0]["content"]["body"][0]["text"] == "UP: rt from msk"
+    assert up["attachments"][0]["content"]["body"][0]["inlines"][0]["text"] == "UP: rt from msk"
 
 
 async def test_telegram(receiver, session):
@@ -264,12 +274,11 @@ async def test_templates_override_text_per_kind(receiver, session):
     )
     await notifier.send(DOWN, session)
     await notifier.send(UP, session)
-    down, up = (r.json()["text"] for r in receiver.received)
+    down, up = (r.json()["blocks"][1]["text"]["text"] for r in receiver.received)
     assert down == (
-        "*DOWN: rt from msk*\nrt@msk: timeout (timed out after 10s in processing) "
-        "since 2026-03-01 02:00:00 UTC, $5"
+        "rt@msk: timeout (timed out after 10s in processing) since 2026-03-01 02:00:00 UTC, $5"
     )
-    assert up.startswith("*UP: rt from msk*\nrt is up again")  # no template: the default
+    assert up.startswith("rt is up again")  # no template: the default
 
 
 async def test_template_values_are_not_expanded_again(receiver, session):
@@ -457,7 +466,13 @@ async def test_email_plain_with_auth(session):
         notifier = build_notifier(
             "mail",
             "email",
-            email_settings(smtp, security="none", username="alice", password="pw-secret"),
+            email_settings(
+                smtp,
+                security="none",
+                username="alice",
+                password="pw-secret",
+                allow_plaintext_auth=True,  # a test server on loopback
+            ),
         )
         await notifier.send(DOWN, session)
         await notifier.send(UP, session)
@@ -482,7 +497,13 @@ async def test_email_wrong_password_is_permanent_and_hidden(session):
         notifier = build_notifier(
             "mail",
             "email",
-            email_settings(smtp, security="none", username="alice", password="wr0ng-pass"),
+            email_settings(
+                smtp,
+                security="none",
+                username="alice",
+                password="wr0ng-pass",
+                allow_plaintext_auth=True,
+            ),
         )
         with pytest.raises(NotifyError) as caught:
             await notifier.send(DOWN, session)

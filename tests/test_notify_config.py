@@ -77,6 +77,33 @@ HOOK = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXX"
             "notifiers.ops.port: must be a port number",
         ),
         (
+            "email",
+            {"host": "h", "from": "a@b.c", "to": "d@e.f", "security": "none",
+             "username": "u", "password": "p"},
+            "notifiers.ops.password: would be sent without TLS (security: none); use security: "
+            "starttls or tls, or set allow_plaintext_auth: true if the network path is trusted",
+        ),
+        (
+            "email",
+            {"host": "h", "from": "a@b.c", "to": "d@e.f", "allow_plaintext_auth": "yes"},
+            "notifiers.ops.allow_plaintext_auth: must be true or false",
+        ),
+        (
+            "webhook",
+            {"url": HOOK, "headers": {"X-Team": "ops\r\nX-Admin: yes"}},
+            "notifiers.ops.headers.X-Team: must not contain a line break",
+        ),
+        (
+            "webhook",
+            {"url": HOOK, "headers": {"Bad Name": "x"}},
+            "notifiers.ops.headers.Bad Name: not a valid HTTP header name",
+        ),
+        (
+            "ntfy",
+            {"topic": "t", "tags": ["ok", "a\nb"]},
+            "notifiers.ops.tags: a tag must be printable and without commas",
+        ),
+        (
             "alertmanager",
             {"url": "http://am:9093", "bearer_token": "t", "username": "u", "password": "p"},
             "notifiers.ops.bearer_token: use either bearer_token or username and password",

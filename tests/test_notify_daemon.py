@@ -46,6 +46,7 @@ notifiers:
     host: 127.0.0.1
     port: {smtp.port}
     security: none
+    allow_plaintext_auth: true
     username: alice
     password: "${{SMTP_PASSWORD}}"
     from: monitor@example.org

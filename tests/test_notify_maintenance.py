@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from monitor.config import ConfigError, load_config
+from monitor.notifications import check_notifications
 from monitor.notify.maintenance import Window, in_maintenance, parse_windows
 
 
@@ -143,9 +145,33 @@ def test_no_windows():
             ],
             "maintenance[1].targets[1]: must be a target name",
         ),
+        (
+            [{"cron": "0 3 30 2 *", "duration": "1h"}],
+            "maintenance[0].cron: never fires: '0 3 30 2 *'",
+        ),
     ],
 )
 def test_invalid_windows(raw, message):
     with pytest.raises(ValueError) as caught:
         parse_windows(raw)
     assert str(caught.value) == message
+
+
+def test_a_leap_day_window_is_valid():
+    (window,) = parse_windows([{"cron": "0 0 29 2 *", "duration": "1d"}])
+    assert window.covers(ts(2028, 2, 29, 12))
+    assert not window.covers(ts(2027, 3, 1, 12))
+
+
+def test_window_errors_name_their_line(tmp_path):
+    path = tmp_path / "monitor.yaml"
+    path.write_text(
+        "targets: [{name: rt, url: 'http://127.0.0.1:9/'}]\n"
+        "maintenance:\n"
+        "  - {cron: '0 3 * * SUN', duration: 1h}\n"
+        "  - cron: '0 3 30 2 *'\n"
+        "    duration: 1h\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_notifications(load_config(path))
+    assert caught.value.errors == [f"{path}:4: maintenance[1].cron: never fires: '0 3 30 2 *'"]

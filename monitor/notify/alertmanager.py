@@ -21,7 +21,7 @@ import aiohttp
 
 from monitor.notify.base import Message, Settings, url_secrets
 from monitor.notify.channel import Channel
-from monitor.notify.messages import iso_time
+from monitor.notify.messages import iso_time, one_line
 
 ALERTNAME = "MonitorTargetDown"
 TEST_ALERTNAME = "MonitorTest"
@@ -68,7 +68,7 @@ class AlertmanagerNotifier(Channel):
                 "summary": rendered.title,
                 "description": rendered.text,
                 "cause": message.cause or "unknown",
-                "error": message.error,
+                "error": one_line(message.error),
             },
             "startsAt": iso_time(message.since),
             "endsAt": iso_time(ends),

@@ -51,6 +51,8 @@ class AppriseNotifier(Channel):
                 ok = await self.apprise.async_notify(
                     body=rendered.text,
                     title=rendered.title,
+                    # Plain text: Apprise escapes it for services that take markdown or HTML.
+                    body_format=apprise.NotifyFormat.TEXT,
                     notify_type=NOTIFY_TYPES.get(message.kind, apprise.NotifyType.INFO),
                 )
         except TimeoutError:

@@ -1,5 +1,8 @@
 """Discord webhook: one embed (title, text, colour by kind); mentions are disabled.
 
+The text is escaped for Discord's markdown (the error message comes from the probed server:
+no masked links, formatting or @everyone from it); the title holds only config names.
+
 Settings: `url` (required: the webhook URL, a secret), `username` (optional), `timeout`,
 `templates`.
 
@@ -14,7 +17,9 @@ import aiohttp
 
 from monitor.notify.base import Message, Settings, url_secrets
 from monitor.notify.channel import Channel
+from monitor.notify.markup import markdown
 
+MAX_TEXT = 2000  # escaping at most doubles it: within the 4096 characters of a description
 COLOURS = {"down": 0xD32F2F, "up": 0x388E3C, "reminder": 0xF57C00, "test": 0x1976D2}
 
 
@@ -35,7 +40,7 @@ class DiscordNotifier(Channel):
             "embeds": [
                 {
                     "title": rendered.title[:256],
-                    "description": rendered.text[:4096],
+                    "description": markdown(rendered.text[:MAX_TEXT]),
                     "color": COLOURS.get(message.kind, COLOURS["test"]),
                 }
             ],

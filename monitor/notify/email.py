@@ -2,9 +2,13 @@
 
 Settings: `host` (required), `port` (default 587 for starttls, 465 for tls, 25 for none),
 `security` (starttls, tls, none; default starttls), `username` + `password` (optional,
-the password is secret), `from` (required), `to` (required: one address or a list),
-`ca_file` (optional: trust this CA bundle instead of the system's), `timeout`,
-`templates`. The subject is the title, the body the text.
+the password is secret), `allow_plaintext_auth` (default false: with `security: none` a
+password would cross the network readable, so that is refused unless this says it is
+fine, e.g. a relay on localhost), `from` (required), `to` (required: one address or a
+list), `ca_file` (optional: trust this CA bundle instead of the system's), `timeout`,
+`templates`. The subject is the title (one line), the body the text, as plain text only.
+With starttls a server that does not offer STARTTLS is an error, never a fallback to
+plain text.
 
 Errors: 5xx replies (bad credentials, refused recipients) are permanent; 4xx replies,
 timeouts, lost connections and TLS failures are temporary.
@@ -43,6 +47,15 @@ class EmailNotifier(Channel):
         self.password: str | None = settings.text("password", None)
         if (self.username is None) != (self.password is None):
             raise settings.error("password", "username and password go together")
+        allow_plaintext = settings.get("allow_plaintext_auth", False)
+        if not isinstance(allow_plaintext, bool):
+            raise settings.error("allow_plaintext_auth", "must be true or false")
+        if self.password is not None and self.security == "none" and not allow_plaintext:
+            raise settings.error(
+                "password",
+                "would be sent without TLS (security: none); use security: starttls or tls, "
+                "or set allow_plaintext_auth: true if the network path is trusted",
+            )
         self.sender: str = settings.text("from")
         self.recipients: tuple[str, ...] = settings.text_list("to")
         for key, address in [("from", self.sender), *(("to", a) for a in self.recipients)]:

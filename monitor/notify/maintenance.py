@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from monitor.notify.base import parse_duration
 
@@ -48,7 +48,10 @@ class Window:
         assert self.cron is not None and self.duration is not None
         local = datetime.fromtimestamp(at, ZoneInfo(self.timezone))
         # get_prev is strictly before its start: nudge so a fire exactly at `at` counts.
-        fire = croniter(self.cron, local + timedelta(microseconds=1)).get_prev(datetime)
+        try:
+            fire = croniter(self.cron, local + timedelta(microseconds=1)).get_prev(datetime)
+        except CroniterError:  # no fire time within croniter's search: not in the window
+            return False
         return fire.timestamp() <= at < fire.timestamp() + self.duration
 
 
@@ -102,6 +105,10 @@ def _parse_window(item: Any, where: str) -> Window:
         raise ValueError(f"{where}.cron: required")
     if not croniter.is_valid(cron):
         raise ValueError(f"{where}.cron: not a valid cron expression: {cron!r}")
+    try:  # valid syntax can still name a day that never comes (30 February)
+        croniter(cron, datetime.now(zone)).get_next(datetime)
+    except CroniterError:
+        raise ValueError(f"{where}.cron: never fires: {cron!r}") from None
     if item.get("duration") is None:
         raise ValueError(f"{where}.duration: required")
     try:

@@ -58,12 +58,23 @@ def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+MAX_ERROR = 1000  # characters of an error message shown; the probe keeps them shorter
+
+
+def one_line(text: str, limit: int = MAX_ERROR) -> str:
+    """`text` as one bounded line: a probed server shapes error messages, and must not add
+    lines (a forged "UP: ..." paragraph) or control characters to a notification."""
+    text = "".join(c if c.isprintable() else " " for c in text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def variables(message: Message) -> dict[str, str]:
     return {
         "target": message.target,
         "location": message.location,
         "cause": message.cause or "unknown",
-        "error": message.error or "no message",
+        "error": one_line(message.error) or "no message",
         "since": format_time(message.since),
         "duration": format_duration(message.duration),
         "url": message.url,

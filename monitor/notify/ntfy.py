@@ -54,6 +54,9 @@ class NtfyNotifier(Channel):
             raise settings.error("token", "use either token or username and password")
         self.priority = settings.choice("priority", PRIORITIES, "high")
         self.tags: tuple[str, ...] = settings.text_list("tags", ())
+        for tag in self.tags:
+            if "," in tag or not tag.isprintable():  # one header: commas separate tags
+                raise settings.error("tags", "a tag must be printable and without commas")
         self.add_secrets(url_secrets(self.server), self.topic, self.token, self.password)
 
     async def send(self, message: Message, session: aiohttp.ClientSession) -> None:

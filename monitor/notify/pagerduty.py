@@ -19,7 +19,7 @@ import aiohttp
 
 from monitor.notify.base import Message, Settings
 from monitor.notify.channel import Channel
-from monitor.notify.messages import iso_time
+from monitor.notify.messages import iso_time, one_line
 
 SEVERITIES = ("critical", "error", "warning", "info")
 
@@ -46,7 +46,7 @@ class PagerDutyNotifier(Channel):
             "event_action": "trigger",
             "dedup_key": dedup_key(message),
             "payload": {
-                "summary": f"{rendered.title}: {message.error}"[:1024],
+                "summary": f"{rendered.title}: {one_line(message.error)}"[:1024],
                 "source": message.location,
                 "severity": severity,
                 "timestamp": iso_time(message.since),

@@ -1,7 +1,9 @@
 """Microsoft Teams through a Power Automate workflow webhook, as an Adaptive Card.
 
 The body is the shape the "Post to a channel when a webhook request is received" workflow
-template expects: a `message` with one Adaptive Card attachment (title and text blocks).
+template expects: a `message` with one Adaptive Card attachment. Title and text are
+`TextRun`s of a `RichTextBlock`, which Teams shows as written: no markdown, so the error
+message (it comes from the probed server) cannot add links or formatting.
 Settings: `url` (required: the workflow URL, a secret: it carries a signature), `timeout`,
 `templates`.
 
@@ -20,6 +22,11 @@ from monitor.notify.channel import Channel
 COLOURS = {"down": "Attention", "up": "Good", "reminder": "Warning", "test": "Accent"}
 
 
+def plain(run: dict[str, Any]) -> dict[str, Any]:
+    """A block of one text run: Adaptive Cards never apply markdown to a TextRun."""
+    return {"type": "RichTextBlock", "inlines": [{"type": "TextRun", **run}]}
+
+
 def card(title: str, text: str, colour: str) -> dict[str, Any]:
     return {
         "type": "message",
@@ -32,15 +39,10 @@ def card(title: str, text: str, colour: str) -> dict[str, Any]:
                     "type": "AdaptiveCard",
                     "version": "1.4",
                     "body": [
-                        {
-                            "type": "TextBlock",
-                            "text": title,
-                            "weight": "Bolder",
-                            "size": "Medium",
-                            "color": colour,
-                            "wrap": True,
-                        },
-                        {"type": "TextBlock", "text": text, "wrap": True},
+                        plain(
+                            {"text": title, "weight": "Bolder", "size": "Medium", "color": colour}
+                        ),
+                        plain({"text": text}),
                     ],
                 },
             }

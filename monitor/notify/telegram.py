@@ -1,5 +1,8 @@
 """Telegram bot API: `POST {api_url}/bot<token>/sendMessage` with an HTML-formatted text.
 
+Title and text are HTML-escaped and `@name` mentions broken, so the error message (from the
+probed server) cannot add tags, links or mentions; link previews are off.
+
 Settings: `token` (required, secret: it sits in the URL path, so errors never show the
 URL), `chat_id` (required), `api_url` (default https://api.telegram.org; tests point it at
 a local receiver), `timeout`, `templates`.
@@ -9,12 +12,11 @@ Imports: stdlib, aiohttp, monitor.notify.
 
 from __future__ import annotations
 
-import html
-
 import aiohttp
 
 from monitor.notify.base import Message, Settings
 from monitor.notify.channel import Channel
+from monitor.notify.markup import html
 
 MAX_TEXT = 3500  # Telegram takes 4096 characters; leave room for the title and escapes
 
@@ -34,7 +36,7 @@ class TelegramNotifier(Channel):
     async def send(self, message: Message, session: aiohttp.ClientSession) -> None:
         rendered = self.render(message)
         # Cut before escaping: a cut inside "&lt;" would make Telegram reject the HTML.
-        text = f"<b>{html.escape(rendered.title)}</b>\n{html.escape(rendered.text[:MAX_TEXT])}"
+        text = f"<b>{html(rendered.title)}</b>\n{html(rendered.text[:MAX_TEXT])}"
         payload = {
             "chat_id": self.chat_id,
             "text": text,

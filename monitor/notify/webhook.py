@@ -25,15 +25,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 
 import aiohttp
 
 from monitor.notify.base import Message, Settings, url_secrets
 from monitor.notify.channel import Channel
-from monitor.notify.messages import iso_time
+from monitor.notify.messages import iso_time, one_line
 
 SIGNATURE_HEADER = "X-Monitor-Signature"
 KEY_HEADER = "X-Monitor-Key"
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 
 
 def body(message: Message, title: str, text: str) -> dict[str, object]:
@@ -45,7 +47,7 @@ def body(message: Message, title: str, text: str) -> dict[str, object]:
         "location": message.location,
         "url": message.url,
         "cause": message.cause,
-        "error": message.error,
+        "error": one_line(message.error),  # from the probed server: one bounded line
         "since": iso_time(message.since),
         "since_ts": message.since,
         "duration": message.duration,
@@ -67,6 +69,11 @@ class WebhookNotifier(Channel):
         self.url: str = settings.url("url")
         self.secret: str | None = settings.text("secret", None)
         self.headers = settings.text_map("headers")
+        for name, value in self.headers.items():
+            if not HEADER_NAME.fullmatch(name):
+                raise settings.error(f"headers.{name}", "not a valid HTTP header name")
+            if any(c in value for c in "\r\n\0"):  # would smuggle a header of its own
+                raise settings.error(f"headers.{name}", "must not contain a line break")
         # Header values long enough to be credentials are secret; "1" or "json" are not,
         # and redacting them would garble every error text.
         credentials = [v for v in self.headers.values() if len(v) >= 8]

@@ -63,6 +63,7 @@ from monitor.store.base import (
     TargetReport,
     summarize,
 )
+from monitor.store.files import create_private_file, make_private_dirs
 
 log = logging.getLogger("monitor.store")
 
@@ -607,7 +608,7 @@ class SqliteStore:
         cannot be read, or has a newer schema, raises StoreError.
         """
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.path.parent)  # 0700 if we create it, whatever the umask
         except OSError as e:
             raise StoreError(f"cannot create {self.path.parent}: {e}") from e
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="monitor-store")
@@ -962,6 +963,7 @@ class SqliteStore:
 
     def _writer_db(self) -> sqlite3.Connection:
         if self._wdb is None:
+            create_private_file(self.path)  # 0600: SQLite gives -wal and -shm the same mode
             db = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
             try:
                 db.execute("PRAGMA journal_mode = WAL")
