@@ -170,7 +170,7 @@ def setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.app import run_daemon
+    from monitor.app import StartupError, run_daemon
 
     setup_logging(args.log_level)
     try:
@@ -186,7 +186,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         run = uvloop.run
     except ImportError:
         run = asyncio.run
-    run(run_daemon(config, listen=args.listen, port=args.port, shard=args.shard))
+    try:
+        run(run_daemon(config, listen=args.listen, port=args.port, shard=args.shard))
+    except StartupError as exc:  # one line with the fix, no traceback
+        print(f"monitor: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -170,8 +170,9 @@ class Store(Protocol):
 
     async def end_run(self, now: float) -> None: ...
 
-    async def prune(self, now: float) -> None:
-        """Delete history older than the retention allows."""
+    async def prune(self, now: float) -> int:
+        """Delete history older than the retention allows, in small transactions; returns
+        the rows deleted. Raises StoreError if deleting fails."""
 
 
 # Interval arithmetic on sorted, non-overlapping lists of (start, end) pairs.

@@ -153,8 +153,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             WHERE delivered_at IS NULL AND given_up_at IS NULL""",
         "CREATE INDEX outbox_outage ON outbox (outage_id)",
     ),
+    # The failure class `local` (the monitor's own fault): counted, never an outage.
+    tuple(
+        f"ALTER TABLE {table} ADD COLUMN fail_local INTEGER NOT NULL DEFAULT 0"
+        for table in ROLLUP_TABLES
+    ),
 )
 OUTBOX_VERSION = 2  # the schema version that added the outbox
+
+PRUNE_BATCH = 2000  # rows per retention transaction: a few milliseconds of writer time
+PRUNE_SERIES = 500  # series visited per retention transaction, whatever it deletes
 
 ERROR_KINDS = ("locked", "readonly", "full", "io", "other")
 _KIND_BY_CODE = {
@@ -462,6 +470,65 @@ def select_pending_outbox(db: sqlite3.Connection) -> list[OutboxRow]:
     ]
 
 
+def _write_probe(db: sqlite3.Connection) -> None:
+    """A write that changes nothing once committed, but needs the file to be writable."""
+    db.execute("INSERT INTO runs (id, location, started_at, last_seen_at) VALUES (0, '', 0, 0)")
+    db.execute("DELETE FROM runs WHERE id = 0")
+
+
+def damaged(path: Path, why: str) -> str:
+    return (
+        f"{path} is damaged ({why}): move it aside to start a new history "
+        f"(mv {path} {path}.damaged, with its -wal and -shm files), or restore it from a backup"
+    )
+
+
+def trouble(path: Path, error: sqlite3.Error, doing: str) -> str:
+    """What went wrong with the file, and what to do about it, in one line."""
+    kind = error_kind(error)
+    if kind == "corrupt":
+        return damaged(path, str(error))
+    if kind in ("readonly", "cantopen"):
+        return (
+            f"cannot {doing} {path} ({kind}: {error}): make the file and its directory "
+            f"writable for this user (also {path.name}-wal and -shm if they exist), "
+            "or set store.path to a writable place"
+        )
+    return f"cannot {doing} {path} ({kind}: {error})"
+
+
+def newer(path: Path, version: int) -> str:
+    return (
+        f"{path} was written by a newer version of monitor (schema {version}): "
+        "upgrade monitor, or set store.path to another file"
+    )
+
+
+def check_size(path: Path) -> None:
+    """Raise StoreError if the file is shorter than its header says (a truncated copy).
+
+    SQLite would only notice when it reads a missing page, maybe days later. The header's
+    page count is valid when its "version-valid-for" number equals the change counter.
+    """
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return  # a new database
+    except OSError as e:
+        raise StoreError(f"cannot read {path} ({e.strerror})") from e
+    if size == 0:
+        return  # an empty file is a new database
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        raise StoreError(damaged(path, "not an SQLite database"))
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if header[92:96] == header[24:28] and size < pages * page_size:
+        raise StoreError(damaged(path, f"truncated: {size} of {pages * page_size} bytes"))
+
+
 def _ro_uri(path: Path) -> str:
     return path.resolve().as_uri() + "?mode=ro"
 
@@ -481,7 +548,7 @@ class SqliteReader:
         except sqlite3.Error as e:
             raise StoreError(f"cannot read {self.path}: {e}") from e
         if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path} was written by a newer version (schema {version})")
+            raise StoreError(newer(self.path, version))
         self._empty = version == 0
 
     def __enter__(self) -> SqliteReader:
@@ -556,9 +623,11 @@ class SqliteStore:
         flush_interval: float = 1.0,
         busy_timeout: float = 1.0,
         max_pending: int = 100_000,
+        prune_batch: int = PRUNE_BATCH,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
+        self.prune_batch = prune_batch  # rows deleted per retention transaction
         self.retention = retention or Retention()
         self.flush_interval = flush_interval
         self.busy_timeout = busy_timeout
@@ -570,7 +639,6 @@ class SqliteStore:
         # Owned by the event loop.
         self._changes: list[_Change] = []
         self._rollups: dict[_BucketKey, _Bucket] = {}
-        self._prune_at: float | None = None
         self._waiters: list[asyncio.Future[bool]] = []
         self._open_outages: dict[tuple[str, str], Outage] = {}  # (location, target)
         self._states: dict[tuple[str, str], tuple[State, float | None]] = {}
@@ -598,26 +666,37 @@ class SqliteStore:
     async def open(self) -> None:
         """Create or migrate the file and load what the trackers resume from.
 
-        A file that cannot be written yet is not an error (writes are retried); a file that
-        cannot be read, or has a newer schema, raises StoreError.
+        A file that cannot be written yet is not an error here (writes are retried; the
+        daemon calls `check_writable` to refuse to start). A file that cannot be read, is
+        damaged or truncated, or has a newer schema, raises StoreError with a message that
+        names the file and the fix.
         """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"cannot create {self.path.parent}: {e}") from e
+            raise StoreError(
+                f"cannot create the directory {self.path.parent} ({e.strerror}): create it, "
+                "or set store.path to a writable place"
+            ) from e
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="monitor-store")
         try:
+            await self._call(check_size, self.path)
             try:
                 await self._call(self._writer_db)
             except sqlite3.Error as e:
-                self._note_failure(e)  # not fatal: the writer retries
+                if error_kind(e) == "corrupt":
+                    raise
+                # Not fatal: counted now, logged by the first write that fails the same way.
+                kind = error_kind(e)
+                self.errors[kind] = self.errors.get(kind, 0) + 1
             loaded = await self._call(self._load)
         except (sqlite3.Error, StoreError) as e:
             await self._call(self._close_connections)
             self._executor.shutdown()
+            self._executor = None
             if isinstance(e, StoreError):
                 raise
-            raise StoreError(f"cannot read {self.path}: {e}") from e
+            raise StoreError(trouble(self.path, e, "read")) from e
         self._open_outages = {(o.location, o.target): o for o in loaded.outages}
         self._states = loaded.states
         self._next_outage_id, self._next_run_id = loaded.next_outage, loaded.next_run
@@ -625,6 +704,13 @@ class SqliteStore:
         self._outbox_keys = loaded.outbox_keys
         self._next_outbox_id = loaded.next_outbox
         self._writer = asyncio.create_task(self._write_loop(), name="monitor-store-writer")
+
+    async def check_writable(self) -> None:
+        """Raise StoreError, naming the file and the fix, unless a write can commit now."""
+        try:
+            await self._call(self._transaction, _write_probe)
+        except sqlite3.Error as e:
+            raise StoreError(trouble(self.path, e, "write")) from e
 
     async def close(self) -> None:
         """End the current run, write what is pending (one last try) and let go of the file."""
@@ -810,9 +896,21 @@ class SqliteStore:
         self._run = None
         await self.flush()
 
-    async def prune(self, now: float) -> None:
-        self._prune_at = now  # kept until written; a later prune replaces it
-        await self.flush()
+    async def prune(self, now: float) -> int:
+        """Delete what the retention no longer keeps; returns the rows deleted.
+
+        At most `prune_batch` rows per transaction, each its own call to the store thread,
+        so the writer's batches go in between and probing never waits for a long delete.
+        Raises StoreError if a delete fails (counted and logged like any write error)."""
+        cursor = PruneCursor()
+        deleted = 0
+        while not cursor.done:
+            try:
+                deleted += await self._call(self._prune_step, now, cursor)
+            except sqlite3.Error as e:
+                self._note_failure(e)
+                raise StoreError(f"cannot delete old history from {self.path}: {e}") from e
+        return deleted
 
     # --- reading -------------------------------------------------------------------------
 
@@ -869,16 +967,19 @@ class SqliteStore:
         waiters, self._waiters = self._waiters, []
         changes, self._changes = self._changes, []
         rollups, self._rollups = self._rollups, {}
-        prune_at, self._prune_at = self._prune_at, None
         heartbeat = (self._run[0], self._clock()) if self._run is not None else None
+        if not (changes or rollups or heartbeat):  # nothing to write: touch nothing
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(True)
+            return
         ok = False
         try:
-            await self._call(self._write, changes, rollups, prune_at, heartbeat)
+            await self._call(self._write, changes, rollups, heartbeat)
             ok = True
         except sqlite3.Error as e:
             self._note_failure(e)
             self._changes[:0] = changes  # keep the order of outage changes
-            self._prune_at = self._prune_at or prune_at
             self._restore(rollups)
         except Exception:  # a bug: keep the writer alive, keep the data
             log.exception("unexpected error writing to %s", self.path)
@@ -962,7 +1063,7 @@ class SqliteStore:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")
                 db.execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL after bursts
-                _migrate(db)
+                _migrate(db, self.path)
             except BaseException:
                 db.close()
                 raise
@@ -984,10 +1085,11 @@ class SqliteStore:
     def _load(self) -> _Loaded:
         if not self.path.exists():  # never written (for example a read-only directory)
             return _Loaded()
+        check_size(self.path)
         db = self._reader_db()
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path} was written by a newer version (schema {version})")
+            raise StoreError(newer(self.path, version))
         if version == 0:
             return _Loaded()
         loaded = _Loaded(outages=select_outages(db, open=True, limit=None))
@@ -1020,28 +1122,13 @@ class SqliteStore:
         loaded.next_outage = max_outage + 1
         return loaded
 
-    def _write(
-        self,
-        changes: list[_Change],
-        rollups: dict[_BucketKey, _Bucket],
-        prune_at: float | None,
-        heartbeat: tuple[int, float] | None,
-    ) -> None:
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one write transaction on the writer connection."""
         try:
             db = self._writer_db()
             db.execute("BEGIN IMMEDIATE")
-            new_series: dict[tuple[str, str], int] = {}
             try:
-                for change in changes:
-                    change(db)
-                self._write_rollups(db, rollups, new_series)
-                if heartbeat is not None:
-                    db.execute(
-                        "UPDATE runs SET last_seen_at = ? WHERE id = ? AND ended_at IS NULL",
-                        (heartbeat[1], heartbeat[0]),
-                    )
-                if prune_at is not None:
-                    prune_history(db, self.retention, prune_at)
+                out = fn(db)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:  # SQLite may already have rolled back (disk full)
@@ -1053,10 +1140,42 @@ class SqliteStore:
                 self._wdb.close()
                 self._wdb = None
             raise
-        if prune_at is not None:
+        return out
+
+    def _write(
+        self,
+        changes: list[_Change],
+        rollups: dict[_BucketKey, _Bucket],
+        heartbeat: tuple[int, float] | None,
+    ) -> None:
+        new_series: dict[tuple[str, str], int] = {}
+
+        def write(db: sqlite3.Connection) -> None:
+            for change in changes:
+                change(db)
+            self._write_rollups(db, rollups, new_series)
+            if heartbeat is not None:
+                db.execute(
+                    "UPDATE runs SET last_seen_at = ? WHERE id = ? AND ended_at IS NULL",
+                    (heartbeat[1], heartbeat[0]),
+                )
+
+        self._transaction(write)
+        self._series.update(new_series)  # remembered once committed
+
+    def _prune_step(self, now: float, cursor: PruneCursor) -> int:
+        deleted = self._transaction(
+            partial(
+                prune_step,
+                retention=self.retention,
+                now=now,
+                cursor=cursor,
+                budget=self.prune_batch,
+            )
+        )
+        if cursor.series_deleted:
             self._series.clear()  # series may have been deleted: look them up again
-        else:
-            self._series.update(new_series)
+        return deleted
 
     def _write_rollups(
         self,
@@ -1174,14 +1293,14 @@ def _execute(sql: str, args: tuple[Any, ...], db: sqlite3.Connection) -> None:
     db.execute(sql, args)
 
 
-def _migrate(db: sqlite3.Connection) -> None:
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
     """Apply the migrations this file lacks, each in its own transaction."""
     while True:
         db.execute("BEGIN IMMEDIATE")
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
-                raise StoreError(f"database written by a newer version (schema {version})")
+                raise StoreError(newer(path, version))
             if version == len(MIGRATIONS):
                 db.execute("COMMIT")
                 return
@@ -1196,29 +1315,167 @@ def _migrate(db: sqlite3.Connection) -> None:
             raise
 
 
-def prune_history(db: sqlite3.Connection, retention: Retention, now: float) -> None:
-    """Delete what `retention` no longer keeps (inside the caller's transaction)."""
-    for table, keep in (("rollup_minute", retention.minutes), ("rollup_hour", retention.hours)):
-        if keep is not None:
-            # Through the primary key, one series at a time: no full scan of a big table.
-            db.execute(
-                f"DELETE FROM {table} WHERE series IN (SELECT id FROM series) AND bucket < ?",
-                (now - keep,),
+def prune_history(db: sqlite3.Connection, retention: Retention, now: float) -> int:
+    """A whole retention pass inside the caller's transaction (for tools; the store prunes
+    in small transactions); returns the rows deleted."""
+    cursor = PruneCursor()
+    deleted = 0
+    while not cursor.done:
+        deleted += prune_step(db, retention=retention, now=now, cursor=cursor, budget=PRUNE_BATCH)
+    return deleted
+
+
+@dataclass(slots=True)
+class PruneCursor:
+    """Where a retention pass is: its stage and, in the rollup stages, the last series done."""
+
+    stage: int = 0
+    series: int = 0
+    series_deleted: bool = False  # set by the step that deleted series rows
+
+    @property
+    def done(self) -> bool:
+        return self.stage >= len(_PRUNE_STAGES)
+
+    def next_stage(self) -> None:
+        self.stage += 1
+        self.series = 0
+
+
+def prune_step(
+    db: sqlite3.Connection,
+    *,
+    retention: Retention,
+    now: float,
+    cursor: PruneCursor,
+    budget: int,
+) -> int:
+    """One bounded piece of a retention pass (inside the caller's transaction): deletes at
+    most `budget` rows, moves `cursor` on, and returns the rows deleted."""
+    cursor.series_deleted = False
+    return _PRUNE_STAGES[cursor.stage](db, retention, now, cursor, budget)
+
+
+def _prune_rollups(table: str, keep: str) -> Callable[..., int]:
+    """The stage deleting rows of `table` older than the retention's field `keep`."""
+
+    def step(
+        db: sqlite3.Connection,
+        retention: Retention,
+        now: float,
+        cursor: PruneCursor,
+        budget: int,
+    ) -> int:
+        seconds: float | None = getattr(retention, keep)
+        if seconds is None:
+            cursor.next_stage()
+            return 0
+        cutoff = now - seconds
+        ids = [
+            row[0]
+            for row in db.execute(
+                "SELECT id FROM series WHERE id > ? ORDER BY id LIMIT ?",
+                (cursor.series, PRUNE_SERIES),
             )
-    if retention.outages is not None:
-        db.execute("DELETE FROM outages WHERE ended_at < ?", (now - retention.outages,))
-    if retention.outages is not None:
-        # Settled entries, kept as long as outages are; those of open outages stay (their
-        # keys stop a repeated down from being sent again).
-        db.execute(
-            """DELETE FROM outbox WHERE (delivered_at IS NOT NULL OR given_up_at IS NOT NULL)
-                AND created_at < ?
-                AND (outage_id IS NULL
-                     OR outage_id NOT IN (SELECT id FROM outages WHERE ended_at IS NULL))""",
-            (now - retention.outages,),
-        )
-    db.execute(
-        """DELETE FROM series WHERE
+        ]
+        deleted = 0
+        for series in ids:
+            # Through the primary key (series, bucket): never a scan of the big table.
+            deleted += db.execute(
+                f"""DELETE FROM {table} WHERE series = ? AND bucket IN (SELECT bucket FROM
+                    {table} WHERE series = ? AND bucket < ? ORDER BY bucket LIMIT ?)""",
+                (series, series, cutoff, budget - deleted),
+            ).rowcount
+            if deleted >= budget:
+                return deleted  # this series may have more: the next step starts with it
+            cursor.series = series
+        if len(ids) < PRUNE_SERIES:
+            cursor.next_stage()
+        return deleted
+
+    return step
+
+
+def _prune_outages(
+    db: sqlite3.Connection, retention: Retention, now: float, cursor: PruneCursor, budget: int
+) -> int:
+    """Closed outages older than the retention; open ones are always kept."""
+    if retention.outages is None:
+        cursor.next_stage()
+        return 0
+    cutoff = now - retention.outages
+    deleted = db.execute(
+        """DELETE FROM outages WHERE id IN (SELECT id FROM outages
+            WHERE started_at < ? AND ended_at < ? LIMIT ?)""",
+        (cutoff, cutoff, budget),
+    ).rowcount
+    if deleted < budget:
+        cursor.next_stage()
+    return deleted
+
+
+def _prune_outbox(
+    db: sqlite3.Connection, retention: Retention, now: float, cursor: PruneCursor, budget: int
+) -> int:
+    """Settled entries, kept as long as outages are; those of open outages stay (their keys
+    stop a repeated down from being sent again)."""
+    if retention.outages is None:
+        cursor.next_stage()
+        return 0
+    deleted = db.execute(
+        """DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+            WHERE (delivered_at IS NOT NULL OR given_up_at IS NOT NULL) AND created_at < ?
+            AND (outage_id IS NULL
+                 OR outage_id NOT IN (SELECT id FROM outages WHERE ended_at IS NULL))
+            LIMIT ?)""",
+        (now - retention.outages, budget),
+    ).rowcount
+    if deleted < budget:
+        cursor.next_stage()
+    return deleted
+
+
+def _prune_series(
+    db: sqlite3.Connection, retention: Retention, now: float, cursor: PruneCursor, budget: int
+) -> int:
+    """Series left without rollups (a target that is gone); one probe brings it back."""
+    deleted = db.execute(
+        """DELETE FROM series WHERE id IN (SELECT id FROM series WHERE
             NOT EXISTS (SELECT 1 FROM rollup_minute WHERE series = series.id)
-            AND NOT EXISTS (SELECT 1 FROM rollup_hour WHERE series = series.id)"""
-    )
+            AND NOT EXISTS (SELECT 1 FROM rollup_hour WHERE series = series.id) LIMIT ?)""",
+        (budget,),
+    ).rowcount
+    cursor.series_deleted = deleted > 0
+    if deleted < budget:
+        cursor.next_stage()
+    return deleted
+
+
+def _prune_runs(
+    db: sqlite3.Connection, retention: Retention, now: float, cursor: PruneCursor, budget: int
+) -> int:
+    """Run periods older than all kept history, unless an open outage still needs them
+    (its known time comes from them)."""
+    keeps = (retention.minutes, retention.hours, retention.outages)
+    cursor.next_stage()
+    if any(keep is None for keep in keeps):
+        return 0
+    cutoff = now - max(k for k in keeps if k is not None)
+    return db.execute(
+        """DELETE FROM runs WHERE id IN (SELECT id FROM runs
+            WHERE coalesce(ended_at, last_seen_at) < ?
+            AND coalesce(ended_at, last_seen_at) <
+                (SELECT coalesce(min(started_at), ?) FROM outages WHERE ended_at IS NULL)
+            LIMIT ?)""",
+        (cutoff, cutoff, budget),
+    ).rowcount
+
+
+_PRUNE_STAGES: tuple[Callable[..., int], ...] = (
+    _prune_rollups("rollup_minute", "minutes"),
+    _prune_rollups("rollup_hour", "hours"),
+    _prune_outages,
+    _prune_outbox,
+    _prune_series,
+    _prune_runs,
+)
