@@ -26,7 +26,7 @@ from monitor.notifications import Notifications, check_notifications
 from monitor.probes import run_probe
 from monitor.probes.http import DnsChannel
 from monitor.scheduler import Scheduler
-from monitor.server import build_app
+from monitor.server import Unavailable, build_app
 from monitor.store import Store, StoreError, open_store
 from monitor.timefmt import rfc3339
 from monitor.tracker import TargetTracker
@@ -292,8 +292,11 @@ class Monitor:
 
     async def outages(self, *, target: str | None, since: float | None, until: float | None,
                       open: bool | None) -> list[Outage]:
-        return await self.store.outages(target=target, location=self.location, since=since,
-                                        until=until, open=open)
+        try:
+            return await self.store.outages(target=target, location=self.location, since=since,
+                                            until=until, open=open)
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from exc
 
 
 def _load_checked(path: str) -> Config:

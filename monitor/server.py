@@ -56,6 +56,10 @@ def outage_json(o: Outage, now: float) -> dict[str, Any]:
     }
 
 
+class Unavailable(Exception):
+    """The daemon cannot answer from its history right now (the store cannot be read)."""
+
+
 class View(Protocol):
     """What the server may ask of the daemon."""
 
@@ -64,7 +68,8 @@ class View(Protocol):
     def now(self) -> float: ...
     def targets_json(self) -> list[dict[str, Any]]: ...
     async def outages(self, *, target: str | None, since: float | None, until: float | None,
-                      open: bool | None) -> list[Outage]: ...
+                      open: bool | None) -> list[Outage]:
+        """Raises Unavailable when the history cannot be read."""
     async def reload(self) -> tuple[bool, list[str]]: ...
 
 
@@ -106,13 +111,22 @@ def build_app(view: View, registry: CollectorRegistry, token: str | None = None,
             query = _outage_query(request.query, now)
         except ValueError as exc:
             return _json({"error": str(exc)}, status=400)
-        found = await view.outages(**query)
+        try:
+            found = await view.outages(**query)
+        except Unavailable as exc:
+            return _json({"error": f"the outage history is unavailable: {exc}"}, status=503,
+                         headers=RETRY)
         return _json({"outages": [outage_json(o, now) for o in found]})
 
     @routes.get("/")
     async def status_page(request: web.Request) -> web.Response:
-        recent = await view.outages(target=None, since=view.now() - 30 * 86400, until=None,
-                                    open=None)
+        # Live state comes from memory; only the outage list needs the history.
+        try:
+            recent = await view.outages(target=None, since=view.now() - 30 * 86400,
+                                        until=None, open=None)
+        except Unavailable as exc:
+            return web.Response(text=render_status_page(view, [], trouble=str(exc)),
+                                status=503, content_type="text/html", headers=RETRY)
         return web.Response(text=render_status_page(view, recent[:20]),
                             content_type="text/html")
 
@@ -144,9 +158,13 @@ def _outage_query(query: Mapping[str, str], now: float) -> dict[str, Any]:
     return result
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+RETRY = {"Retry-After": "60"}  # store trouble: worth asking again in a minute
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+          ) -> web.Response:
     return web.Response(text=json.dumps(data, indent=1) + "\n", status=status,
-                        content_type="application/json")
+                        content_type="application/json", headers=headers)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -168,7 +186,8 @@ def _auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamRe
     return middleware
 
 
-def render_status_page(view: View, outages: list[Outage]) -> str:
+def render_status_page(view: View, outages: list[Outage], trouble: str | None = None) -> str:
+    """The page; `trouble` (the history cannot be read) replaces the outage list."""
     rows = []
     for t in view.targets_json():
         state = t["state"]
@@ -188,6 +207,9 @@ def render_status_page(view: View, outages: list[Outage]) -> str:
         f"<td>{human_duration(o.duration(now))}</td><td>{escape(o.cause.value)}"
         f"{' (maintenance)' if o.maintenance else ''}</td><td>{escape(o.message)}</td></tr>"
         for o in outages]
+    if trouble is not None:
+        outage_rows = [f"<tr class='down'><td colspan=6>The outage history is unavailable: "
+                       f"{escape(trouble)}. Probing goes on; see the daemon's log.</td></tr>"]
     return _PAGE.format(location=escape(view.location), rows="\n".join(rows),
                         outages="\n".join(outage_rows) or "<tr><td colspan=6>none</td></tr>",
                         now=rfc3339(now))

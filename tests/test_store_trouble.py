@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
-from daemon import free_port
+from daemon import Daemon, free_port
+from servers import HttpServer
 
+from monitor.app import guarded_loop
 from monitor.model import Failure, ProbeResult, State, Transition
 from monitor.store import SqliteStore
 
@@ -124,3 +128,67 @@ async def test_an_unwritable_history_stops_start_up_with_one_line(
     assert line.startswith((f"monitor: cannot write {db} (", f"monitor: cannot read {db} ("))
     assert "make the file and its directory writable" in line
     assert "or set store.path" in line
+
+
+async def test_a_history_damaged_while_running_gives_503_and_a_clean_stop(
+        tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    async with HttpServer() as site:
+        daemon = Daemon(config_for(tmp_path, db, site.url("/ok")))
+        await daemon.start()
+        try:
+            await daemon.wait_for_log(r"site UP from lab")
+            for file in (db, db.with_name("history.db-wal")):  # a disk error, a bad restore
+                with file.open("r+b") as f:
+                    f.write(b"\xff" * file.stat().st_size)
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{daemon.base}/api/v1/outages") as r:
+                    assert r.status == 503
+                    assert r.headers["Retry-After"] == "60"
+                    body = await r.json()
+                async with http.get(f"{daemon.base}/") as r:
+                    assert r.status == 503
+                    page = await r.text()
+            assert body["error"].startswith("the outage history is unavailable: cannot read")
+            assert "The outage history is unavailable" in page
+            assert "<td>site</td>" in page  # live state still shown from memory
+            # The uptime refresh fails, says so, and keeps going; probing goes on.
+            await daemon.wait_for_log(r"uptime refresh failed: cannot read .*; retrying")
+            mark = len(daemon.lines)
+            site.status = 503
+            await daemon.wait_for_log(r"site DOWN from lab", after=mark)
+        finally:
+            code = await daemon.stop(signal.SIGTERM)
+    assert code == 0, daemon.log()
+    assert "Traceback" not in daemon.log()
+    assert "stopped lab" in daemon.log()
+
+
+async def test_a_background_loop_logs_a_failing_kind_once_and_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    outcomes: list[Exception | None] = [OSError("disk"), OSError("disk"), ValueError("bad"),
+                                        None, OSError("again")]
+    calls = 0
+    done = asyncio.Event()
+
+    async def step() -> None:
+        nonlocal calls
+        calls += 1
+        if calls >= len(outcomes):
+            done.set()
+        error = outcomes[min(calls, len(outcomes)) - 1]
+        if error is not None:
+            raise error
+
+    task = asyncio.create_task(guarded_loop("chore", step, 0.0))
+    await asyncio.wait_for(done.wait(), 10)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    messages = [r.getMessage() for r in caplog.records if r.name == "monitor"]
+    assert messages[:4] == [
+        "chore failed: disk; retrying every 0s",
+        "chore failed: bad; retrying every 0s",
+        "chore works again",
+        "chore failed: again; retrying every 0s",
+    ]
