@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.config import Config, ConfigError, load_config
 from monitor.metrics import UPTIME_WINDOWS, Metrics, public_url
-from monitor.model import Outage, ProbeResult, State, Target, Transition
+from monitor.model import Outage, OutageTime, ProbeResult, State, Target, Transition
 from monitor.notifications import Notifications, check_notifications
 from monitor.probes import run_probe
 from monitor.probes.http import DnsChannel
@@ -128,7 +128,8 @@ class Monitor:
     async def start(self) -> None:
         self._dns = DnsChannel()  # one DNS channel for the whole run, not one per probe
         targets = self.targets()
-        await self.store.start_run(self.location, self._clock())
+        started = self._clock()
+        await self.store.start_run(self.location, started)
         states = await self.store.target_states(self.location)
         for t in targets:
             state, since = states.get(t.name, (State.UNKNOWN, None))
@@ -137,7 +138,9 @@ class Monitor:
         self.notifications.set_targets(targets)
         await self.notifications.start()
         for name, tracker in self.trackers.items():
-            self.metrics.set_state(name, tracker.state, tracker.since)
+            # A resumed outage's downtime counts from now: the time the monitor was not
+            # running is unknown (the counter starts at 0 in each process, as counters do).
+            self.metrics.set_state(name, tracker.state, started)
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(self._clock())
         self.scheduler.start(targets)
@@ -246,6 +249,20 @@ class Monitor:
                     rfc3339(tr.at), ident)
         self.notifications.wake()
 
+    async def run_period_ended(self, now: float) -> None:
+        """The monitor stops knowing (it went offline): the time from `now` is unknown, so
+        the store ends the run period and downtime stops counting."""
+        await self.store.end_run(now)
+        self.metrics.pause_downtime(now)
+
+    async def run_period_started(self, now: float) -> None:
+        """The monitor knows again (back online): a new run period; downtime of targets
+        still down counts again from `now`."""
+        await self.store.start_run(self.location, now)
+        for name, tracker in self.trackers.items():
+            if tracker.state is State.DOWN:
+                self.metrics.set_state(name, State.DOWN, now)
+
     def _skipped(self, reason: str) -> None:
         self.metrics.missed_runs.labels(self.location, reason).inc()
 
@@ -291,10 +308,12 @@ class Monitor:
         return out
 
     async def outages(self, *, target: str | None, since: float | None, until: float | None,
-                      open: bool | None) -> list[Outage]:
+                      open: bool | None) -> list[tuple[Outage, OutageTime]]:
         try:
-            return await self.store.outages(target=target, location=self.location, since=since,
-                                            until=until, open=open)
+            found = await self.store.outages(target=target, location=self.location,
+                                             since=since, until=until, open=open)
+            times = await self.store.outage_times(found, self._clock())
+            return list(zip(found, times, strict=True))
         except StoreError as exc:
             raise Unavailable(str(exc)) from exc
 

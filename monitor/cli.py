@@ -244,7 +244,8 @@ def cmd_history(args: argparse.Namespace) -> int:
                 found = reader.outages(target=args.target, location=args.location, since=since,
                                        until=until, open=True if args.open else None,
                                        limit=None)
-                print(format_outages(found, now, args.format))
+                times = reader.outage_times(found, now)
+                print(format_outages(list(zip(found, times, strict=True)), args.format))
             else:
                 print(format_report(reader.report(since, until, location=args.location),
                                     args.format))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from monitor.model import Outage, ProbeResult, State, Transition
+from monitor.model import Outage, OutageTime, ProbeResult, State, Transition
 
 DAY = 86400.0
 
@@ -158,6 +158,9 @@ class Store(Protocol):
     ) -> list[Outage]:
         """Outages overlapping [since, until], newest first."""
 
+    async def outage_times(self, outages: Sequence[Outage], now: float) -> list[OutageTime]:
+        """Known and unknown time of each outage as of `now`, from the run periods."""
+
     async def uptime(self, location: str, target: str, since: float, now: float) -> float | None:
         """Known-time uptime ratio over [since, now]; None when no time was known."""
 
@@ -223,6 +226,14 @@ def total(intervals: Iterable[Interval]) -> float:
 
 def _span(outage: Outage, now: float) -> Interval:
     return (outage.started_at, outage.ended_at if outage.ended_at is not None else now)
+
+
+def outage_time(outage: Outage, runs: Sequence[Interval], now: float) -> OutageTime:
+    """Split an outage's span (until `now` while open) into known and unknown time;
+    `runs` are the run periods of the outage's location."""
+    start, end = _span(outage, now)
+    known = total(intersect([(start, end)], union(runs)))
+    return OutageTime(known=known, unknown=max(0.0, end - start - known))
 
 
 def summarize(

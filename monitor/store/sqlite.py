@@ -45,14 +45,14 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from monitor.model import Failure, Outage, ProbeResult, State, Transition
+from monitor.model import Failure, Outage, OutageTime, ProbeResult, State, Transition
 from monitor.store.base import (
     Interval,
     Notification,
@@ -61,6 +61,7 @@ from monitor.store.base import (
     Retention,
     StoreError,
     TargetReport,
+    outage_time,
     summarize,
 )
 
@@ -284,6 +285,13 @@ def _close_outage(outage: Outage, db: sqlite3.Connection) -> None:
     )
 
 
+def _update_counts(outages: list[Outage], db: sqlite3.Connection) -> None:
+    db.executemany(
+        "UPDATE outages SET failed_probes = ?, counts = ? WHERE id = ? AND ended_at IS NULL",
+        [(o.failed_probes, json.dumps(dict(o.counts), sort_keys=True), o.id) for o in outages],
+    )
+
+
 def _save_state(
     location: str, target: str, state: State, since: float, db: sqlite3.Connection
 ) -> None:
@@ -394,6 +402,41 @@ def _where(**filters: str | None) -> str:
     return f" WHERE {' AND '.join(tests)}" if tests else ""
 
 
+def select_runs(
+    db: sqlite3.Connection,
+    now: float,
+    *,
+    location: str | None = None,
+    live_run: tuple[int, str, float] | None = None,
+) -> dict[str, list[Interval]]:
+    """Run periods by location. A run without an end ended at its last heartbeat (a crash),
+    except `live_run` (id, location, start): the caller's own run, which lasts until `now`.
+    """
+    runs: dict[str, list[Interval]] = {}
+    for id_, loc, started, seen, ended in db.execute(
+        "SELECT id, location, started_at, last_seen_at, ended_at FROM runs"
+        + _where(location=location),
+        {"location": location},
+    ):
+        if live_run is None or id_ != live_run[0]:
+            runs.setdefault(loc, []).append((started, ended if ended is not None else seen))
+    if live_run is not None:  # added from memory: its row may not be written yet
+        runs.setdefault(live_run[1], []).append((live_run[2], now))
+    return runs
+
+
+def select_outage_times(
+    db: sqlite3.Connection,
+    outages: Sequence[Outage],
+    now: float,
+    live_run: tuple[int, str, float] | None = None,
+) -> list[OutageTime]:
+    locations = {o.location for o in outages}
+    only = next(iter(locations)) if len(locations) == 1 else None
+    runs = select_runs(db, now, location=only, live_run=live_run) if outages else {}
+    return [outage_time(o, runs.get(o.location, []), now) for o in outages]
+
+
 def select_report(
     db: sqlite3.Connection,
     since: float,
@@ -406,21 +449,11 @@ def select_report(
     """Availability per (target, location) over [since, now]: one query per table, so ask
     for all targets at once rather than target by target.
 
-    A run without an end ended at its last heartbeat (a crash), except `live_run` (id,
-    location, start): the caller's own run, which lasts until `now`.
+    Run periods as `select_runs` reads them.
     """
     args = {"target": target, "location": location}
     by_target = _where(target=target, location=location)
-    runs: dict[str, list[Interval]] = {}
-    for id_, loc, started, seen, ended in db.execute(
-        "SELECT id, location, started_at, last_seen_at, ended_at FROM runs"
-        + _where(location=location),
-        {"location": location},
-    ):
-        if live_run is None or id_ != live_run[0]:
-            runs.setdefault(loc, []).append((started, ended if ended is not None else seen))
-    if live_run is not None:  # added from memory: its row may not be written yet
-        runs.setdefault(live_run[1], []).append((live_run[2], now))
+    runs = select_runs(db, now, location=location, live_run=live_run)
 
     known_since = {
         (t, loc): known
@@ -588,6 +621,10 @@ class SqliteReader:
             limit=limit,
         )
 
+    def outage_times(self, outages: Sequence[Outage], now: float) -> list[OutageTime]:
+        """Known and unknown time of each outage as of `now` (see `Store.outage_times`)."""
+        return self._read(select_outage_times, outages, now)
+
     def report(
         self, since: float, now: float, *, location: str | None = None
     ) -> list[TargetReport]:
@@ -641,6 +678,10 @@ class SqliteStore:
         self._rollups: dict[_BucketKey, _Bucket] = {}
         self._waiters: list[asyncio.Future[bool]] = []
         self._open_outages: dict[tuple[str, str], Outage] = {}  # (location, target)
+        # Failures of open outages since they were confirmed or loaded (see `_current`),
+        # and the outages whose counts changed since the last write.
+        self._live: dict[tuple[str, str], Counter[str]] = {}
+        self._dirty: set[tuple[str, str]] = set()
         self._states: dict[tuple[str, str], tuple[State, float | None]] = {}
         self._next_outage_id = 1
         self._next_run_id = 1
@@ -741,6 +782,25 @@ class SqliteStore:
             self._make_room(1)
             bucket = self._rollups[key] = _Bucket()
         bucket.add(result)
+        if not result.ok and not result.unknown:
+            # An open outage's counts stay current; written with the next batch.
+            outage = (location, result.target)
+            if outage in self._open_outages:
+                live = self._live.setdefault(outage, Counter())
+                live[(result.failure or Failure.ERROR).value] += 1
+                self._dirty.add(outage)
+
+    def _current(self, key: tuple[str, str]) -> Outage:
+        """The open outage of `key` with the failures recorded since its confirmation."""
+        outage = self._open_outages[key]
+        live = self._live.get(key)
+        if not live:
+            return outage
+        return replace(
+            outage,
+            failed_probes=outage.failed_probes + sum(live.values()),
+            counts=dict(Counter(outage.counts) + live),
+        )
 
     async def flush(self) -> bool:
         """Ask the writer to write everything pending now; True if that worked."""
@@ -769,7 +829,9 @@ class SqliteStore:
         outage: Outage | None = None
         opened = False
         if transition.state is State.DOWN:
-            outage = self._open_outages.get(key)  # already open (resumed): keep that one
+            # Already open (a tracker that started afresh): keep that one; its recorded
+            # failures already include this run's.
+            outage = self._current(key) if key in self._open_outages else None
             if outage is None:
                 first = transition.first_failure or transition.result
                 outage = Outage(
@@ -786,6 +848,8 @@ class SqliteStore:
                 )
                 opened = True
         elif transition.state is State.UP and key in self._open_outages:
+            # The failures while down are the transition's: add them to those at
+            # confirmation (the live count saw the same ones).
             before = self._open_outages[key]
             outage = replace(
                 before,
@@ -806,7 +870,12 @@ class SqliteStore:
             changes.append(partial(_insert_outage, outage))
         elif outage is not None and outage.ended_at is not None:
             del self._open_outages[key]
+            self._live.pop(key, None)
+            self._dirty.discard(key)
             changes.append(partial(_close_outage, outage))
+        elif outage is not None:  # a repeated down: the live count becomes the base
+            self._open_outages[key] = outage
+            self._live.pop(key, None)
         self._states[key] = (transition.state, transition.at)
         changes.append(
             partial(_save_state, location, transition.target, transition.state, transition.at)
@@ -915,7 +984,7 @@ class SqliteStore:
     # --- reading -------------------------------------------------------------------------
 
     async def open_outages(self, location: str) -> list[Outage]:
-        return [o for (loc, _), o in self._open_outages.items() if loc == location]
+        return [self._current(key) for key in self._open_outages if key[0] == location]
 
     async def target_states(self, location: str) -> dict[str, tuple[State, float | None]]:
         return {t: state for (loc, t), state in self._states.items() if loc == location}
@@ -939,6 +1008,11 @@ class SqliteStore:
             open=open,
             limit=limit,
         )
+
+    async def outage_times(self, outages: Sequence[Outage], now: float) -> list[OutageTime]:
+        if not outages:
+            return []
+        return await self._read(select_outage_times, outages, now, live_run=self._run)
 
     async def uptime(self, location: str, target: str, since: float, now: float) -> float | None:
         reports = await self._read(
@@ -965,9 +1039,14 @@ class SqliteStore:
     async def _write_batch(self) -> None:
         self._outbox_ignored.clear()
         waiters, self._waiters = self._waiters, []
-        changes, self._changes = self._changes, []
+        queued, self._changes = self._changes, []
+        changes = queued
         rollups, self._rollups = self._rollups, {}
         heartbeat = (self._run[0], self._clock()) if self._run is not None else None
+        dirty, self._dirty = self._dirty, set()
+        counts = [self._current(key) for key in dirty if key in self._open_outages]
+        if counts:
+            changes = [*changes, partial(_update_counts, counts)]
         if not (changes or rollups or heartbeat):  # nothing to write: touch nothing
             for waiter in waiters:
                 if not waiter.done():
@@ -979,12 +1058,14 @@ class SqliteStore:
             ok = True
         except sqlite3.Error as e:
             self._note_failure(e)
-            self._changes[:0] = changes  # keep the order of outage changes
+            self._changes[:0] = queued  # keep the order of outage changes
+            self._dirty |= dirty
             self._restore(rollups)
         except Exception:  # a bug: keep the writer alive, keep the data
             log.exception("unexpected error writing to %s", self.path)
             self.errors["other"] += 1
-            self._changes[:0] = changes
+            self._changes[:0] = queued
+            self._dirty |= dirty
             self._restore(rollups)
         if ok and self._failing:
             log.warning("writing to %s works again", self.path)
