@@ -113,6 +113,7 @@ class Monitor:
         self._tasks: list[asyncio.Task[None]] = []
         self._dns: DnsChannel | None = None
         self._reload_lock = asyncio.Lock()  # one reload at a time (SIGHUP and POST race)
+        self._run_started = 0.0  # start of the current run period: known time begins here
 
     def _notifications(self, config: Config) -> Notifications:
         def count(notifier: str, outcome: str) -> None:
@@ -128,7 +129,7 @@ class Monitor:
     async def start(self) -> None:
         self._dns = DnsChannel()  # one DNS channel for the whole run, not one per probe
         targets = self.targets()
-        started = self._clock()
+        started = self._run_started = self._clock()
         await self.store.start_run(self.location, started)
         states = await self.store.target_states(self.location)
         for t in targets:
@@ -228,7 +229,9 @@ class Monitor:
             await self._on_transition(target, transition)
 
     async def _on_transition(self, target: Target, tr: Transition) -> None:
-        self.metrics.set_state(tr.target, tr.state, tr.at)
+        # Downtime counts known time: not from a first failure before the monitor went
+        # offline (its results in between were skipped).
+        self.metrics.set_state(tr.target, tr.state, max(tr.at, self._run_started))
         if tr.state is State.DOWN:
             self.metrics.outage_opened(tr.target)
         maintenance = self.notifications.in_maintenance(tr.target, tr.at)
@@ -258,6 +261,7 @@ class Monitor:
     async def run_period_started(self, now: float) -> None:
         """The monitor knows again (back online): a new run period; downtime of targets
         still down counts again from `now`."""
+        self._run_started = now
         await self.store.start_run(self.location, now)
         for name, tracker in self.trackers.items():
             if tracker.state is State.DOWN:
