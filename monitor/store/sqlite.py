@@ -20,6 +20,15 @@ the next flush retries. A read-only or vanished file is reopened before the retr
 Outage and run ids are assigned in memory (one writer per file), so a caller gets the final
 id at once even while the database is failing.
 
+An open outage's probe counts follow `record_result` in memory (`_live`); the next batch
+updates its row, so they stay current without a transaction per probe.
+
+Retention (`prune`) runs in steps of at most `prune_batch` rows, each its own transaction
+and its own call to the store thread, so the writer's batches go in between.
+
+At open, a damaged or truncated file raises StoreError with a one-line message that names
+the file and the fix; `check_writable` does the same for a file that cannot be written.
+
 The notification outbox follows the same rule: the store keeps every pending entry in
 memory (loaded at open) and serves `outbox.due()` from there, while inserts and state
 changes go through the same queue as outage changes. So an entry enqueued with a transition
@@ -541,8 +550,13 @@ def check_size(path: Path) -> None:
     """Raise StoreError if the file is shorter than its header says (a truncated copy).
 
     SQLite would only notice when it reads a missing page, maybe days later. The header's
-    page count is valid when its "version-valid-for" number equals the change counter.
+    page count is valid when its "version-valid-for" number equals the change counter. With
+    a non-empty -wal file the check is skipped: a checkpoint cut short by a crash can leave
+    the file short, and SQLite completes it from the WAL.
     """
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        return
     try:
         with path.open("rb") as f:
             header = f.read(100)
