@@ -192,3 +192,17 @@ async def test_a_background_loop_logs_a_failing_kind_once_and_goes_on(
         "chore works again",
         "chore failed: again; retrying every 0s",
     ]
+
+
+async def test_the_history_commands_name_a_damaged_file_and_the_fix(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    await make_history(db)
+    with db.open("r+b") as f:
+        f.truncate(db.stat().st_size // 2)
+    for command in ("outages", "report"):
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "monitor", command, "--db", str(db)],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"monitor {command}: {db} is damaged (truncated: ")
+        assert "Traceback" not in result.stderr

@@ -539,6 +539,12 @@ def trouble(path: Path, error: sqlite3.Error, doing: str) -> str:
     return f"cannot {doing} {path} ({kind}: {error})"
 
 
+def _read_trouble(path: Path, error: sqlite3.Error) -> str:
+    if error_kind(error) == "corrupt":
+        return damaged(path, str(error))
+    return f"cannot read {path}: {error}"
+
+
 def newer(path: Path, version: int) -> str:
     return (
         f"{path} was written by a newer version of monitor (schema {version}): "
@@ -587,13 +593,14 @@ class SqliteReader:
         self.path = Path(path)
         if not self.path.exists():
             raise StoreError(f"no history at {self.path}")
+        check_size(self.path)
         try:
             self._db = sqlite3.connect(
                 _ro_uri(self.path), uri=True, isolation_level=None, timeout=busy_timeout
             )
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as e:
-            raise StoreError(f"cannot read {self.path}: {e}") from e
+            raise StoreError(_read_trouble(self.path, e)) from e
         if version > len(MIGRATIONS):
             raise StoreError(newer(self.path, version))
         self._empty = version == 0
@@ -611,7 +618,7 @@ class SqliteReader:
         try:
             return fn(self._db, *args, **kwargs)
         except sqlite3.Error as e:
-            raise StoreError(f"cannot read {self.path}: {e}") from e
+            raise StoreError(_read_trouble(self.path, e)) from e
 
     def outages(
         self,
