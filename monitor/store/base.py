@@ -112,6 +112,9 @@ class Store(Protocol):
 
     async def open(self) -> None: ...
 
+    async def check_writable(self) -> None:
+        """Raise StoreError (naming the file and the fix) unless a write can commit now."""
+
     async def close(self) -> None:
         """Flush pending writes, end the current run and release the database."""
 
