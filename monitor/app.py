@@ -21,13 +21,13 @@ from prometheus_client import CollectorRegistry
 
 from monitor.config import Config, ConfigError, load_config
 from monitor.metrics import UPTIME_WINDOWS, Metrics, public_url
-from monitor.model import Outage, ProbeResult, State, Target, Transition
+from monitor.model import Outage, OutageTime, ProbeResult, State, Target, Transition
 from monitor.notifications import Notifications, check_notifications
 from monitor.probes import run_probe
 from monitor.probes.http import DnsChannel
 from monitor.scheduler import Scheduler
-from monitor.server import HostPolicy, build_app
-from monitor.store import Store, open_store
+from monitor.server import HostPolicy, Unavailable, build_app
+from monitor.store import Store, StoreError, open_store
 from monitor.timefmt import rfc3339
 from monitor.tracker import TargetTracker
 
@@ -36,6 +36,35 @@ log = logging.getLogger("monitor")
 Probe = Callable[[Target], Awaitable[ProbeResult]]
 UPTIME_REFRESH = 60.0  # seconds between uptime-ratio refreshes from the store
 UPTIME_FIRST = 5.0  # seconds after start of the first refresh
+PRUNE_INTERVAL = 3600.0  # seconds between retention passes
+PRUNE_FIRST = 60.0  # seconds after start of the first pass (start-up stays quick)
+
+
+class StartupError(Exception):
+    """The daemon cannot start: one line naming the cause and the fix (exit status 2)."""
+
+
+async def guarded_loop(name: str, step: Callable[[], Awaitable[object]], interval: float,
+                       first: float = 0.0) -> None:
+    """Run `step` every `interval` seconds until cancelled. A step that fails is logged once
+    per kind of error (not once per attempt) and retried at the next interval; a success
+    after failures is logged too. Every background loop of the daemon runs through this."""
+    await asyncio.sleep(first)
+    failing: set[str] = set()
+    while True:
+        try:
+            await step()
+        except Exception as exc:  # a background loop must outlive any error
+            kind = type(exc).__name__
+            if kind not in failing:
+                failing.add(kind)
+                log.error("%s failed: %s; retrying every %gs", name, exc or kind, interval,
+                          exc_info=not isinstance(exc, StoreError))
+        else:
+            if failing:
+                log.warning("%s works again", name)
+                failing.clear()
+        await asyncio.sleep(interval)
 
 
 def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
@@ -58,10 +87,12 @@ class Monitor:
         probe: Probe = run_probe,
         shard: tuple[int, int] | None = None,
         uptime_refresh: float = UPTIME_REFRESH,
+        prune_interval: float = PRUNE_INTERVAL,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.uptime_refresh = uptime_refresh
+        self.prune_interval = prune_interval
         self.location = config.location
         self.store = store
         self.registry = registry or CollectorRegistry()
@@ -81,6 +112,8 @@ class Monitor:
                                    on_skipped=self._skipped, clock=clock)
         self._tasks: list[asyncio.Task[None]] = []
         self._dns: DnsChannel | None = None
+        self._reload_lock = asyncio.Lock()  # one reload at a time (SIGHUP and POST race)
+        self._run_started = 0.0  # start of the current run period: known time begins here
 
     def _notifications(self, config: Config) -> Notifications:
         def count(notifier: str, outcome: str) -> None:
@@ -96,7 +129,8 @@ class Monitor:
     async def start(self) -> None:
         self._dns = DnsChannel()  # one DNS channel for the whole run, not one per probe
         targets = self.targets()
-        await self.store.start_run(self.location, self._clock())
+        started = self._run_started = self._clock()
+        await self.store.start_run(self.location, started)
         states = await self.store.target_states(self.location)
         for t in targets:
             state, since = states.get(t.name, (State.UNKNOWN, None))
@@ -105,11 +139,19 @@ class Monitor:
         self.notifications.set_targets(targets)
         await self.notifications.start()
         for name, tracker in self.trackers.items():
-            self.metrics.set_state(name, tracker.state, tracker.since)
+            # A resumed outage's downtime counts from now: the time the monitor was not
+            # running is unknown (the counter starts at 0 in each process, as counters do).
+            self.metrics.set_state(name, tracker.state, started)
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(self._clock())
         self.scheduler.start(targets)
-        self._tasks.append(asyncio.create_task(self._refresh_uptime_forever()))
+        # The first refresh waits for the first probes to give the run some known time.
+        self._tasks.append(asyncio.create_task(guarded_loop(
+            "uptime refresh", self.refresh_uptime, self.uptime_refresh,
+            first=min(UPTIME_FIRST, self.uptime_refresh))))
+        self._tasks.append(asyncio.create_task(guarded_loop(
+            "retention", self.prune, self.prune_interval,
+            first=min(PRUNE_FIRST, self.prune_interval))))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -155,19 +197,23 @@ class Monitor:
                  config.source, len(targets), len(added), len(removed), len(changed))
 
     async def reload(self) -> tuple[bool, list[str]]:
-        """Re-read the config file; a broken one is rejected and the old one keeps running."""
-        try:
-            config = load_config(self.config.source)
-            check_notifications(config)
-        except ConfigError as exc:
-            for line in exc.errors:
-                log.error("config reload rejected: %s", line)
-            self.metrics.reload_success.set(0)
-            return False, list(exc.errors)
-        await self.apply(config)
-        self.metrics.reload_success.set(1)
-        self.metrics.reload_timestamp.set(self._clock())
-        return True, []
+        """Re-read the config file; a broken one is rejected and the old one keeps running.
+
+        One reload at a time: a second one (SIGHUP during POST /-/reload) waits, then reads
+        the file again. Parsing runs in a thread: a big config takes seconds, and the event
+        loop must keep probing meanwhile."""
+        async with self._reload_lock:
+            try:
+                config = await asyncio.to_thread(_load_checked, self.config.source)
+            except ConfigError as exc:
+                for line in exc.errors:
+                    log.error("config reload rejected: %s", line)
+                self.metrics.reload_success.set(0)
+                return False, list(exc.errors)
+            await self.apply(config)
+            self.metrics.reload_success.set(1)
+            self.metrics.reload_timestamp.set(self._clock())
+            return True, []
 
     # --- one tick of the pipeline ------------------------------------------------------------
 
@@ -183,31 +229,53 @@ class Monitor:
             await self._on_transition(target, transition)
 
     async def _on_transition(self, target: Target, tr: Transition) -> None:
-        self.metrics.set_state(tr.target, tr.state, tr.at)
+        # Downtime counts known time: not from a first failure before the monitor went
+        # offline (its results in between were skipped).
+        self.metrics.set_state(tr.target, tr.state, max(tr.at, self._run_started))
+        if tr.state is State.DOWN:
+            self.metrics.outage_opened(tr.target)
+        maintenance = self.notifications.in_maintenance(tr.target, tr.at)
+        outage = await self.store.apply_transition(
+            self.location, tr, maintenance, self.notifications.for_transition(target, tr))
+        # Logged once the store has the outage (or has queued it, if writing fails), so
+        # whoever reads the line finds the outage by its id.
+        ident = "" if outage is None else f" (outage {outage.id})"
         if tr.state is State.DOWN:
             first = tr.first_failure or tr.result
-            log.warning("%s DOWN from %s since %s: %s: %s (%d failed probes)", tr.target,
-                        self.location, rfc3339(tr.at), first.failure, first.message,
+            log.warning("%s DOWN from %s since %s%s: %s: %s (%d failed probes)", tr.target,
+                        self.location, rfc3339(tr.at), ident, first.failure, first.message,
                         sum(tr.failures.values()))
-            self.metrics.outage_opened(tr.target)
         elif tr.state is State.UP:
             # A first confirmation after start is news, a recovery is worth a warning.
             level = logging.INFO if tr.previous is State.UNKNOWN else logging.WARNING
-            log.log(level, "%s UP from %s since %s", tr.target, self.location, rfc3339(tr.at))
-        maintenance = self.notifications.in_maintenance(tr.target, tr.at)
-        await self.store.apply_transition(self.location, tr, maintenance,
-                                          self.notifications.for_transition(target, tr))
+            log.log(level, "%s UP from %s since %s%s", tr.target, self.location,
+                    rfc3339(tr.at), ident)
         self.notifications.wake()
+
+    async def run_period_ended(self, now: float) -> None:
+        """The monitor stops knowing (it went offline): the time from `now` is unknown, so
+        the store ends the run period and downtime stops counting."""
+        await self.store.end_run(now)
+        self.metrics.pause_downtime(now)
+
+    async def run_period_started(self, now: float) -> None:
+        """The monitor knows again (back online): a new run period; downtime of targets
+        still down counts again from `now`."""
+        self._run_started = now
+        await self.store.start_run(self.location, now)
+        for name, tracker in self.trackers.items():
+            if tracker.state is State.DOWN:
+                self.metrics.set_state(name, State.DOWN, now)
 
     def _skipped(self, reason: str) -> None:
         self.metrics.missed_runs.labels(self.location, reason).inc()
 
-    async def _refresh_uptime_forever(self) -> None:
-        # The first probes give the run some known time.
-        await asyncio.sleep(min(UPTIME_FIRST, self.uptime_refresh))
-        while True:
-            await self.refresh_uptime()
-            await asyncio.sleep(self.uptime_refresh)
+    async def prune(self) -> None:
+        """Delete the history the retention settings no longer keep (small transactions)."""
+        deleted = await self.store.prune(self._clock())
+        if deleted:
+            log.info("retention: deleted %d old rows from %s", deleted,
+                     self.config.store.path)
 
     async def refresh_uptime(self) -> None:
         """Uptime ratios over known time, one store query per window for all targets."""
@@ -244,9 +312,21 @@ class Monitor:
         return out
 
     async def outages(self, *, target: str | None, since: float | None, until: float | None,
-                      open: bool | None) -> list[Outage]:
-        return await self.store.outages(target=target, location=self.location, since=since,
-                                        until=until, open=open)
+                      open: bool | None) -> list[tuple[Outage, OutageTime]]:
+        try:
+            found = await self.store.outages(target=target, location=self.location,
+                                             since=since, until=until, open=open)
+            times = await self.store.outage_times(found, self._clock())
+            return list(zip(found, times, strict=True))
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from exc
+
+
+def _load_checked(path: str) -> Config:
+    """The config at `path`, notifiers checked too (blocking: run it in a thread)."""
+    config = load_config(path)
+    check_notifications(config)
+    return config
 
 
 # --- the daemon process ----------------------------------------------------------------------
@@ -260,11 +340,21 @@ async def run_monitor(
     ready: Callable[[], None] | None = None,
     on_monitor: Callable[[Monitor], None] | None = None,
     uptime_refresh: float = UPTIME_REFRESH,
+    prune_interval: float = PRUNE_INTERVAL,
 ) -> None:
-    """Run one monitor and its HTTP server until cancelled, then shut down cleanly."""
+    """Run one monitor and its HTTP server until cancelled, then shut down cleanly.
+
+    Raises StartupError (one line: the cause and the fix) if the store is damaged or cannot
+    be written, or the port cannot be bound."""
     store = open_store(config.store)
-    await store.open()
-    monitor = Monitor(config, store, shard=shard, uptime_refresh=uptime_refresh)
+    try:
+        await store.open()
+        await store.check_writable()
+    except StoreError as exc:
+        await store.close()
+        raise StartupError(str(exc)) from None
+    monitor = Monitor(config, store, shard=shard, uptime_refresh=uptime_refresh,
+                      prune_interval=prune_interval)
     host = listen or config.server.listen
     bind_port = config.server.port if port is None else port
     runner = web.AppRunner(build_app(monitor, monitor.registry, config.server.token,
@@ -277,7 +367,7 @@ async def run_monitor(
     except OSError as exc:
         await runner.cleanup()
         await store.close()
-        raise SystemExit(f"monitor: cannot listen on {host}:{bind_port}: {exc.strerror}") from None
+        raise StartupError(f"cannot listen on {host}:{bind_port}: {exc.strerror}") from None
     try:
         await monitor.start()
         log.info("started: location=%s, %d targets, listening on http://%s:%d/ (store %s)",

@@ -193,7 +193,7 @@ def setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.app import run_daemon
+    from monitor.app import StartupError, run_daemon
 
     setup_logging(args.log_level)
     try:
@@ -218,7 +218,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         run = uvloop.run
     except ImportError:
         run = asyncio.run
-    run(run_daemon(config, listen=args.listen, port=args.port, shard=args.shard))
+    try:
+        run(run_daemon(config, listen=args.listen, port=args.port, shard=args.shard))
+    except StartupError as exc:  # one line with the fix, no traceback
+        print(f"monitor: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -289,7 +293,8 @@ def cmd_history(args: argparse.Namespace) -> int:
                 found = reader.outages(target=args.target, location=args.location, since=since,
                                        until=until, open=True if args.open else None,
                                        limit=None)
-                print(format_outages(found, now, args.format))
+                times = reader.outage_times(found, now)
+                print(format_outages(list(zip(found, times, strict=True)), args.format))
             else:
                 print(format_report(reader.report(since, until, location=args.location),
                                     args.format))

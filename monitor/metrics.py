@@ -201,6 +201,14 @@ class Metrics:
             # Downtime counts from the confirmed start, which lies before the confirmation.
             series.down_since = min(now, since) if since is not None else now
 
+    def pause_downtime(self, now: float) -> None:
+        """Stop counting downtime (the monitor went offline: the state is unknown); the
+        next `set_state(target, DOWN, since)` counts again from `since`."""
+        for series in self._series.values():
+            if series.down_since is not None:
+                series.downtime += max(0.0, now - series.down_since)
+                series.down_since = None
+
     def outage_opened(self, target: str) -> None:
         if (series := self._series.get(target)) is not None:
             series.outages += 1

@@ -132,3 +132,16 @@ class Outage:
 
     def duration(self, now: float) -> float:
         return (self.ended_at if self.ended_at is not None else now) - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class OutageTime:
+    """How an outage's time splits, as of a given moment.
+
+    `known`: seconds inside the monitor's run periods, when it saw the target down (the
+    outage's honest duration). `unknown`: seconds outside them, when the monitor was not
+    running or was offline; the target may have been up or down.
+    """
+
+    known: float
+    unknown: float

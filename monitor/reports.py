@@ -1,7 +1,7 @@
 """Outage lists and availability reports as text tables, CSV or JSON (for the CLI).
 
 Pure formatting: imports monitor.model, monitor.store.base, monitor.timefmt and
-monitor.server's outage_json only.
+monitor.server's outage_json and duration_text only.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import io
 import json
 from collections.abc import Sequence
 
-from monitor.model import Outage
-from monitor.server import outage_json
+from monitor.model import Outage, OutageTime
+from monitor.server import duration_text, outage_json
 from monitor.store.base import TargetReport
 from monitor.timefmt import human_duration, rfc3339
 
@@ -30,12 +30,14 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def format_outages(outages: Sequence[Outage], now: float, fmt: str) -> str:
-    records = [outage_json(o, now) for o in outages]
+def format_outages(outages: Sequence[tuple[Outage, OutageTime]], fmt: str) -> str:
+    """DURATION / duration_seconds is known time; the time the monitor was not running (or
+    was offline) during an outage is shown apart, as unknown."""
+    records = [outage_json(o, t) for o, t in outages]
     if fmt == "json":
         return json.dumps(records, indent=1)
     columns = ["id", "target", "location", "started_at", "ended_at", "duration_seconds",
-               "cause", "failed_probes", "message"]
+               "unknown_seconds", "cause", "failed_probes", "message"]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore",
@@ -46,9 +48,9 @@ def format_outages(outages: Sequence[Outage], now: float, fmt: str) -> str:
     if not outages:
         return "no outages"
     rows = [[str(o.id), o.target, o.location, rfc3339(o.started_at) or "",
-             rfc3339(o.ended_at) or "ongoing", duration_cell(o.duration(now)),
+             rfc3339(o.ended_at) or "ongoing", duration_text(t),
              o.cause.value + (" (maintenance)" if o.maintenance else ""),
-             str(o.failed_probes), o.message] for o in outages]
+             str(o.failed_probes), o.message] for o, t in outages]
     return table(["ID", "TARGET", "LOCATION", "STARTED", "ENDED", "DURATION", "CAUSE",
                   "PROBES", "FIRST ERROR"], rows)
 

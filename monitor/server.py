@@ -28,7 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from monitor.config import parse_duration
-from monitor.model import Outage
+from monitor.model import Outage, OutageTime
 from monitor.timefmt import human_duration, rfc3339
 
 log = logging.getLogger("monitor.server")
@@ -54,14 +54,29 @@ def parse_time(text: str, now: float) -> float:
             "or a look-back like 7d") from None
 
 
-def outage_json(o: Outage, now: float) -> dict[str, Any]:
+def outage_json(o: Outage, t: OutageTime) -> dict[str, Any]:
+    """`duration_seconds` is known time (the monitor saw it down); `unknown_seconds` is the
+    time within the outage when the monitor was not running or was offline."""
     return {
         "id": o.id, "target": o.target, "location": o.location,
         "started_at": rfc3339(o.started_at), "ended_at": rfc3339(o.ended_at),
-        "duration_seconds": round(o.duration(now), 3), "cause": o.cause.value,
-        "message": o.message, "failed_probes": o.failed_probes, "counts": dict(o.counts),
-        "maintenance": o.maintenance,
+        "duration_seconds": round(t.known, 3), "unknown_seconds": round(t.unknown, 3),
+        "cause": o.cause.value, "message": o.message, "failed_probes": o.failed_probes,
+        "counts": dict(o.counts), "maintenance": o.maintenance,
     }
+
+
+def duration_text(t: OutageTime) -> str:
+    """`3m 53s`, or `3m 53s (+14m unknown)` when the monitor did not see all of it."""
+    text = human_duration(t.known)
+    return text if t.unknown < 1 else f"{text} (+{human_duration(t.unknown)} unknown)"
+
+
+TimedOutage = tuple[Outage, OutageTime]
+
+
+class Unavailable(Exception):
+    """The daemon cannot answer from its history right now (the store cannot be read)."""
 
 
 class View(Protocol):
@@ -72,7 +87,9 @@ class View(Protocol):
     def now(self) -> float: ...
     def targets_json(self) -> list[dict[str, Any]]: ...
     async def outages(self, *, target: str | None, since: float | None, until: float | None,
-                      open: bool | None) -> list[Outage]: ...
+                      open: bool | None) -> list[TimedOutage]:
+        """Newest first, each with its known and unknown time as of now. Raises Unavailable
+        when the history cannot be read."""
     async def reload(self) -> tuple[bool, list[str]]: ...
 
 
@@ -126,13 +143,22 @@ def build_app(view: View, registry: CollectorRegistry, token: str | None = None,
             query = _outage_query(request.query, now)
         except ValueError as exc:
             return _json({"error": str(exc)}, status=400)
-        found = await view.outages(**query)
-        return _json({"outages": [outage_json(o, now) for o in found]})
+        try:
+            found = await view.outages(**query)
+        except Unavailable as exc:
+            return _json({"error": f"the outage history is unavailable: {exc}"}, status=503,
+                         headers=RETRY)
+        return _json({"outages": [outage_json(o, t) for o, t in found]})
 
     @routes.get("/")
     async def status_page(request: web.Request) -> web.Response:
-        recent = await view.outages(target=None, since=view.now() - 30 * 86400, until=None,
-                                    open=None)
+        # Live state comes from memory; only the outage list needs the history.
+        try:
+            recent = await view.outages(target=None, since=view.now() - 30 * 86400,
+                                        until=None, open=None)
+        except Unavailable as exc:
+            return web.Response(text=render_status_page(view, [], trouble=str(exc)),
+                                status=503, content_type="text/html", headers=RETRY)
         return web.Response(text=render_status_page(view, recent[:20]),
                             content_type="text/html")
 
@@ -164,9 +190,13 @@ def _outage_query(query: Mapping[str, str], now: float) -> dict[str, Any]:
     return result
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+RETRY = {"Retry-After": "60"}  # store trouble: worth asking again in a minute
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+          ) -> web.Response:
     return web.Response(text=json.dumps(data, indent=1) + "\n", status=status,
-                        content_type="application/json")
+                        content_type="application/json", headers=headers)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -333,7 +363,9 @@ def _auth(token: str) -> Middleware:
     return middleware
 
 
-def render_status_page(view: View, outages: list[Outage]) -> str:
+def render_status_page(view: View, outages: list[TimedOutage], trouble: str | None = None
+                       ) -> str:
+    """The page; `trouble` (the history cannot be read) replaces the outage list."""
     rows = []
     for t in view.targets_json():
         state = t["state"]
@@ -350,9 +382,12 @@ def render_status_page(view: View, outages: list[Outage]) -> str:
     outage_rows = [
         f"<tr class='{'down' if o.open else ''}'><td>{escape(o.target)}</td>"
         f"<td>{rfc3339(o.started_at)}</td><td>{rfc3339(o.ended_at) or 'ongoing'}</td>"
-        f"<td>{human_duration(o.duration(now))}</td><td>{escape(o.cause.value)}"
+        f"<td>{duration_text(t)}</td><td>{escape(o.cause.value)}"
         f"{' (maintenance)' if o.maintenance else ''}</td><td>{escape(o.message)}</td></tr>"
-        for o in outages]
+        for o, t in outages]
+    if trouble is not None:
+        outage_rows = [f"<tr class='down'><td colspan=6>The outage history is unavailable: "
+                       f"{escape(trouble)}. Probing goes on; see the daemon's log.</td></tr>"]
     return _PAGE.format(location=escape(view.location), rows="\n".join(rows),
                         outages="\n".join(outage_rows) or "<tr><td colspan=6>none</td></tr>",
                         now=rfc3339(now))

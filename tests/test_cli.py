@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from servers import HttpServer, closed_port
 
-from monitor.model import Failure, Outage
+from monitor.model import Failure, Outage, OutageTime
 from monitor.reports import format_outages
 from monitor.timefmt import human_duration
 
@@ -89,10 +89,18 @@ async def test_every_command_has_help_with_an_example(command: str) -> None:
 def test_outage_table_and_csv() -> None:
     outage = Outage(7, "rt.com", "eu", 1645700000.0, 1645700750.0, Failure.TIMEOUT,
                     "timed out after 10s during connect", 12, {"timeout": 12})
-    text = format_outages([outage], 1645800000.0, "table")
+    seen = [(outage, OutageTime(known=750.0, unknown=0.0))]
+    text = format_outages(seen, "table")
     assert "2022-02-24T10:53:20Z" in text and "12m 30s" in text and "timeout" in text
-    csv_text = format_outages([outage], 1645800000.0, "csv").splitlines()
-    assert csv_text[0].startswith("id,target,location,started_at,ended_at,duration_seconds")
-    assert csv_text[1].startswith("7,rt.com,eu,2022-02-24T10:53:20Z,2022-02-24T11:05:50Z,750.0")
+    assert "unknown" not in text
+    csv_text = format_outages(seen, "csv").splitlines()
+    assert csv_text[0].startswith(
+        "id,target,location,started_at,ended_at,duration_seconds,unknown_seconds")
+    assert csv_text[1].startswith(
+        "7,rt.com,eu,2022-02-24T10:53:20Z,2022-02-24T11:05:50Z,750.0,0.0")
+    # Part of it while the monitor was stopped: the duration is what it saw, the rest is
+    # shown apart.
+    gap = [(outage, OutageTime(known=233.0, unknown=517.0))]
+    assert "3m 53s (+8m 37s unknown)" in format_outages(gap, "table")
     assert human_duration(3 * 86400 + 4 * 3600 + 5) == "3d 4h"
     assert human_duration(0.2) == "0s"

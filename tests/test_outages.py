@@ -9,13 +9,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 from daemon import Daemon, sample
 from servers import HttpServer
 
+T = TypeVar("T")
 INTERVAL = 1.0
 SLACK = 0.5  # scheduling and probe time on a busy 2-core machine
 
@@ -125,26 +128,66 @@ async def test_one_failure_in_four_never_becomes_an_outage(tmp_path: Path) -> No
     assert sample(text, "monitor_target_up", target="site") == 1
 
 
+async def until(check: Callable[[], Awaitable[T | None]], limit: float = 30) -> T:
+    """Poll `check` until it returns a value: for state only visible through the API."""
+    async with asyncio.timeout(limit):
+        # No event to await: the state is only visible through the API.
+        while (value := await check()) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    return value
+
+
 async def test_an_outage_open_at_sigterm_is_still_one_outage_after_restart(
         tmp_path: Path) -> None:
     async with HttpServer() as web_server:
         config = config_for(tmp_path, web_server.url("/ok"))
         web_server.status = 503
         async with Daemon(config) as daemon:
-            await daemon.wait_for_log(r"site DOWN from lab")
+            # Logged once the store has it: the id in the line is the stored outage's.
+            line = await daemon.wait_for_log(r"site DOWN from lab since .* \(outage \d+\)")
             (before,) = await outages(daemon, "?open=true")
-        assert before["ended_at"] is None
+            assert f"(outage {before['id']})" in line
+            confirmed = before["failed_probes"]
+
+            # Its counts follow the probes while it is open (as monitor_probes_total does).
+            async def more_failures() -> dict[str, Any] | None:
+                (o,) = await outages(daemon, "?open=true")
+                return o if o["failed_probes"] > confirmed + 1 else None
+
+            grown = await until(more_failures)
+            assert grown["counts"] == {"http": grown["failed_probes"]}
+        stopped = time.time()
+        await asyncio.sleep(2)  # the monitor is not running: this time is unknown
         async with Daemon(config) as daemon:
-            # Resumed down: no second outage while it stays down.
+            restarted = time.time()
+            # Resumed down: the same outage; its duration counts only the time it was seen.
             (still,) = await outages(daemon, "?open=true")
             assert still["id"] == before["id"]
+            assert still["failed_probes"] >= grown["failed_probes"]
+            assert still["unknown_seconds"] >= restarted - stopped - 1
+            age = time.time() - ts(str(still["started_at"]))
+            assert still["duration_seconds"] <= age - still["unknown_seconds"] + 1
+            # The downtime counter starts with this run: no jump by the outage's age.
+            downtime = sample(await daemon.metrics(), "monitor_downtime_seconds_total",
+                              target="site")
+            assert downtime is not None and downtime <= time.time() - restarted + 0.5
+            page = await daemon.get_text("/")
+            assert "unknown)" in page  # e.g. "4s (+2s unknown)"
             mark = len(daemon.lines)
             web_server.status = 200
-            await daemon.wait_for_log(r"site UP from lab since", after=mark)
+            await daemon.wait_for_log(rf"site UP from lab since .* \(outage {before['id']}\)",
+                                      after=mark)
             found = await outages(daemon)
             assert "site DOWN" not in "\n".join(daemon.lines[mark:])
     assert len(found) == 1
     assert found[0]["id"] == before["id"] and found[0]["ended_at"] is not None
+    assert found[0]["unknown_seconds"] == still["unknown_seconds"]
+    listed = json.loads(await cli("outages", "--db", str(tmp_path / "history.db"),
+                                  "--format", "json"))
+    assert listed[0]["duration_seconds"] == found[0]["duration_seconds"]
+    assert listed[0]["unknown_seconds"] == found[0]["unknown_seconds"]
+    table = await cli("outages", "--db", str(tmp_path / "history.db"))
+    assert "unknown)" in table
 
 
 async def test_a_locked_database_does_not_stop_probing_or_invent_outages(

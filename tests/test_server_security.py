@@ -178,8 +178,6 @@ async def test_ten_parallel_reloads_share_runs_and_all_succeed(tmp_path: Path) -
         assert "t200" in await target_names(daemon)
 
 
-@pytest.mark.xfail(strict=True, reason="Monitor.reload reads the config on the event loop; "
-                   "fixed when app.py loads it with asyncio.to_thread")
 async def test_a_reload_waiting_on_its_config_file_does_not_stall_healthz(
         tmp_path: Path) -> None:
     """The config is a FIFO: the reload's read blocks until the test writes the file."""

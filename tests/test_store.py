@@ -187,6 +187,74 @@ async def test_outage_queries(tmp_path: Path) -> None:
         assert ids(await store.outages(limit=1)) == [4]
 
 
+async def test_an_open_outage_counts_stay_current(tmp_path: Path) -> None:
+    """Failures while an outage is open are counted as they come (written with the batch),
+    and closing it counts each failure once."""
+    path = tmp_path / "h.db"
+    async with opened(path) as store:
+        await store.start_run(HERE, T0)
+        store.record_result(HERE, result("site", T0, Failure.HTTP))  # before: not counted
+        await store.apply_transition(HERE, down("site", T0, {"http": 2}))
+        for i, failure in enumerate((Failure.HTTP, Failure.TIMEOUT, Failure.HTTP)):
+            store.record_result(HERE, result("site", T0 + 60 + i, failure))
+        store.record_result(HERE, result("site", T0 + 70, Failure.LOCAL))  # our fault: no
+        store.record_result(HERE, result("other", T0 + 70, Failure.HTTP))  # nothing open
+        (current,) = await store.open_outages(HERE)
+        assert (current.failed_probes, current.counts) == (5, {"http": 4, "timeout": 1})
+        assert await store.flush()
+        assert query(path, "SELECT failed_probes, counts FROM outages") == [
+            (5, '{"http": 4, "timeout": 1}')
+        ]
+    async with opened(path) as store:  # after a restart: from the file, and on from there
+        await store.start_run(HERE, T0 + 1000)
+        store.record_result(HERE, result("site", T0 + 1000, Failure.CONNECT))
+        (current,) = await store.open_outages(HERE)
+        assert current.failed_probes == 6
+        # The tracker reports the failures it saw while down in this run: the same one.
+        closed = await store.apply_transition(HERE, up("site", T0 + 1060, {"connect": 1}))
+        assert closed is not None
+        assert (closed.failed_probes, closed.counts) == (
+            6,
+            {"http": 4, "timeout": 1, "connect": 1},
+        )
+    assert query(path, "SELECT failed_probes FROM outages") == [(6,)]
+
+
+async def test_outage_time_splits_known_and_unknown(tmp_path: Path) -> None:
+    """An outage open while the monitor was stopped lasts, honestly, only the time it was
+    seen; the rest is unknown. Several run periods in one process (offline, back online)
+    count the same way."""
+    path = tmp_path / "h.db"
+    clock = Clock()
+    async with opened(path, clock=clock) as store:
+        await store.start_run(HERE, T0)
+        await store.apply_transition(HERE, first_up("site", T0))
+        await store.apply_transition(HERE, down("site", T0 + 100))
+        await store.end_run(T0 + 300)  # stopped: 200 s seen down
+    clock.now = T0 + 1000
+    async with opened(path, clock=clock) as store:
+        await store.start_run(HERE, T0 + 1000)  # 700 s not running
+        clock.now = T0 + 1100
+        (outage,) = await store.outages(open=True)
+        (times,) = await store.outage_times([outage], clock.now)
+        assert (times.known, times.unknown) == (pytest.approx(300), pytest.approx(700))
+        # Offline for 100 s in the same process: a new run period after it.
+        await store.end_run(T0 + 1100)
+        await store.start_run(HERE, T0 + 1200)
+        closed = await store.apply_transition(HERE, up("site", T0 + 1250))
+        assert closed is not None
+        (times,) = await store.outage_times([closed], T0 + 5000)
+        assert (times.known, times.unknown) == (pytest.approx(350), pytest.approx(800))
+        (report,) = await store.report(T0, T0 + 1250)
+        assert report.downtime_seconds == pytest.approx(350)
+        assert report.known_seconds == pytest.approx(300 + 100 + 50)
+        clock.now = T0 + 1300
+    runs = query(path, "SELECT started_at, ended_at FROM runs ORDER BY id")
+    assert runs == [(T0, T0 + 300), (T0 + 1000, T0 + 1100), (T0 + 1200, T0 + 1300)]
+    with SqliteReader(path) as reader:  # the CLI's view, daemon stopped
+        assert reader.outage_times(reader.outages(), T0 + 9000)[0] == times
+
+
 # --- rollups -----------------------------------------------------------------------------
 
 ROLLUP = "SELECT bucket, probes, fail_http, fail_timeout, latency_sum_ms, latency_min_ms, "
@@ -453,6 +521,28 @@ async def test_retention_prunes_each_level(tmp_path: Path) -> None:
         store.record_result(HERE, result("gone", now))
         assert await store.flush()
         assert len(query(path, ROLLUP.format("rollup_minute"), "gone", HERE)) == 1
+
+
+async def test_prune_deletes_in_small_transactions_between_writes(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    day = 86400.0
+    now = T0 + 10 * day
+    retention = Retention(minutes=1 * day, hours=None, outages=None)
+    async with opened(path, retention=retention, prune_batch=50) as store:
+        for target in ("a", "b", "c"):
+            for minute in range(600):  # ten hours of minutes, a week ago
+                store.record_result(HERE, result(target, now - 7 * day + 60 * minute))
+            store.record_result(HERE, result(target, now - 60))
+        assert await store.flush()
+        pruning = asyncio.create_task(store.prune(now))
+        await asyncio.sleep(0)  # the first delete is under way
+        # An outage change waits for one write: it goes between two deletes, not after all.
+        assert await store.apply_transition(HERE, down("a", now)) is not None
+        assert query(path, "SELECT count(*) FROM outages") == [(1,)]
+        assert not pruning.done()
+        assert await pruning == 1800
+        assert query(path, "SELECT count(*) FROM rollup_minute") == [(3,)]
+        assert query(path, "SELECT count(*) FROM rollup_hour") == [(33,)]  # kept forever
 
 
 # --- store failures ----------------------------------------------------------------------

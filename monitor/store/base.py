@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from monitor.model import Outage, ProbeResult, State, Transition
+from monitor.model import Outage, OutageTime, ProbeResult, State, Transition
 
 DAY = 86400.0
 
@@ -112,6 +112,9 @@ class Store(Protocol):
 
     async def open(self) -> None: ...
 
+    async def check_writable(self) -> None:
+        """Raise StoreError (naming the file and the fix) unless a write can commit now."""
+
     async def close(self) -> None:
         """Flush pending writes, end the current run and release the database."""
 
@@ -158,6 +161,9 @@ class Store(Protocol):
     ) -> list[Outage]:
         """Outages overlapping [since, until], newest first."""
 
+    async def outage_times(self, outages: Sequence[Outage], now: float) -> list[OutageTime]:
+        """Known and unknown time of each outage as of `now`, from the run periods."""
+
     async def uptime(self, location: str, target: str, since: float, now: float) -> float | None:
         """Known-time uptime ratio over [since, now]; None when no time was known."""
 
@@ -170,8 +176,9 @@ class Store(Protocol):
 
     async def end_run(self, now: float) -> None: ...
 
-    async def prune(self, now: float) -> None:
-        """Delete history older than the retention allows."""
+    async def prune(self, now: float) -> int:
+        """Delete history older than the retention allows, in small transactions; returns
+        the rows deleted. Raises StoreError if deleting fails."""
 
 
 # Interval arithmetic on sorted, non-overlapping lists of (start, end) pairs.
@@ -222,6 +229,14 @@ def total(intervals: Iterable[Interval]) -> float:
 
 def _span(outage: Outage, now: float) -> Interval:
     return (outage.started_at, outage.ended_at if outage.ended_at is not None else now)
+
+
+def outage_time(outage: Outage, runs: Sequence[Interval], now: float) -> OutageTime:
+    """Split an outage's span (until `now` while open) into known and unknown time;
+    `runs` are the run periods of the outage's location."""
+    start, end = _span(outage, now)
+    known = total(intersect([(start, end)], union(runs)))
+    return OutageTime(known=known, unknown=max(0.0, end - start - known))
 
 
 def summarize(

@@ -20,6 +20,15 @@ the next flush retries. A read-only or vanished file is reopened before the retr
 Outage and run ids are assigned in memory (one writer per file), so a caller gets the final
 id at once even while the database is failing.
 
+An open outage's probe counts follow `record_result` in memory (`_live`); the next batch
+updates its row, so they stay current without a transaction per probe.
+
+Retention (`prune`) runs in steps of at most `prune_batch` rows, each its own transaction
+and its own call to the store thread, so the writer's batches go in between.
+
+At open, a damaged or truncated file raises StoreError with a one-line message that names
+the file and the fix; `check_writable` does the same for a file that cannot be written.
+
 The notification outbox follows the same rule: the store keeps every pending entry in
 memory (loaded at open) and serves `outbox.due()` from there, while inserts and state
 changes go through the same queue as outage changes. So an entry enqueued with a transition
@@ -45,14 +54,14 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from monitor.model import Failure, Outage, ProbeResult, State, Transition
+from monitor.model import Failure, Outage, OutageTime, ProbeResult, State, Transition
 from monitor.store.base import (
     Interval,
     Notification,
@@ -61,6 +70,7 @@ from monitor.store.base import (
     Retention,
     StoreError,
     TargetReport,
+    outage_time,
     summarize,
 )
 from monitor.store.files import create_private_file, make_private_dirs
@@ -161,6 +171,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 OUTBOX_VERSION = 2  # the schema version that added the outbox
+
+PRUNE_BATCH = 2000  # rows per retention transaction: a few milliseconds of writer time
+PRUNE_SERIES = 500  # series visited per retention transaction, whatever it deletes
 
 ERROR_KINDS = ("locked", "readonly", "full", "io", "other")
 _KIND_BY_CODE = {
@@ -282,6 +295,13 @@ def _close_outage(outage: Outage, db: sqlite3.Connection) -> None:
     )
 
 
+def _update_counts(outages: list[Outage], db: sqlite3.Connection) -> None:
+    db.executemany(
+        "UPDATE outages SET failed_probes = ?, counts = ? WHERE id = ? AND ended_at IS NULL",
+        [(o.failed_probes, json.dumps(dict(o.counts), sort_keys=True), o.id) for o in outages],
+    )
+
+
 def _save_state(
     location: str, target: str, state: State, since: float, db: sqlite3.Connection
 ) -> None:
@@ -392,6 +412,41 @@ def _where(**filters: str | None) -> str:
     return f" WHERE {' AND '.join(tests)}" if tests else ""
 
 
+def select_runs(
+    db: sqlite3.Connection,
+    now: float,
+    *,
+    location: str | None = None,
+    live_run: tuple[int, str, float] | None = None,
+) -> dict[str, list[Interval]]:
+    """Run periods by location. A run without an end ended at its last heartbeat (a crash),
+    except `live_run` (id, location, start): the caller's own run, which lasts until `now`.
+    """
+    runs: dict[str, list[Interval]] = {}
+    for id_, loc, started, seen, ended in db.execute(
+        "SELECT id, location, started_at, last_seen_at, ended_at FROM runs"
+        + _where(location=location),
+        {"location": location},
+    ):
+        if live_run is None or id_ != live_run[0]:
+            runs.setdefault(loc, []).append((started, ended if ended is not None else seen))
+    if live_run is not None:  # added from memory: its row may not be written yet
+        runs.setdefault(live_run[1], []).append((live_run[2], now))
+    return runs
+
+
+def select_outage_times(
+    db: sqlite3.Connection,
+    outages: Sequence[Outage],
+    now: float,
+    live_run: tuple[int, str, float] | None = None,
+) -> list[OutageTime]:
+    locations = {o.location for o in outages}
+    only = next(iter(locations)) if len(locations) == 1 else None
+    runs = select_runs(db, now, location=only, live_run=live_run) if outages else {}
+    return [outage_time(o, runs.get(o.location, []), now) for o in outages]
+
+
 def select_report(
     db: sqlite3.Connection,
     since: float,
@@ -404,21 +459,11 @@ def select_report(
     """Availability per (target, location) over [since, now]: one query per table, so ask
     for all targets at once rather than target by target.
 
-    A run without an end ended at its last heartbeat (a crash), except `live_run` (id,
-    location, start): the caller's own run, which lasts until `now`.
+    Run periods as `select_runs` reads them.
     """
     args = {"target": target, "location": location}
     by_target = _where(target=target, location=location)
-    runs: dict[str, list[Interval]] = {}
-    for id_, loc, started, seen, ended in db.execute(
-        "SELECT id, location, started_at, last_seen_at, ended_at FROM runs"
-        + _where(location=location),
-        {"location": location},
-    ):
-        if live_run is None or id_ != live_run[0]:
-            runs.setdefault(loc, []).append((started, ended if ended is not None else seen))
-    if live_run is not None:  # added from memory: its row may not be written yet
-        runs.setdefault(live_run[1], []).append((live_run[2], now))
+    runs = select_runs(db, now, location=location, live_run=live_run)
 
     known_since = {
         (t, loc): known
@@ -468,6 +513,76 @@ def select_pending_outbox(db: sqlite3.Connection) -> list[OutboxRow]:
     ]
 
 
+def _write_probe(db: sqlite3.Connection) -> None:
+    """A write that changes nothing once committed, but needs the file to be writable."""
+    db.execute("INSERT INTO runs (id, location, started_at, last_seen_at) VALUES (0, '', 0, 0)")
+    db.execute("DELETE FROM runs WHERE id = 0")
+
+
+def damaged(path: Path, why: str) -> str:
+    return (
+        f"{path} is damaged ({why}): move it aside to start a new history "
+        f"(mv {path} {path}.damaged, with its -wal and -shm files), or restore it from a backup"
+    )
+
+
+def trouble(path: Path, error: sqlite3.Error, doing: str) -> str:
+    """What went wrong with the file, and what to do about it, in one line."""
+    kind = error_kind(error)
+    if kind == "corrupt":
+        return damaged(path, str(error))
+    if kind in ("readonly", "cantopen"):
+        return (
+            f"cannot {doing} {path} ({kind}: {error}): make the file and its directory "
+            f"writable for this user (also {path.name}-wal and -shm if they exist), "
+            "or set store.path to a writable place"
+        )
+    return f"cannot {doing} {path} ({kind}: {error})"
+
+
+def _read_trouble(path: Path, error: sqlite3.Error) -> str:
+    if error_kind(error) == "corrupt":
+        return damaged(path, str(error))
+    return f"cannot read {path}: {error}"
+
+
+def newer(path: Path, version: int) -> str:
+    return (
+        f"{path} was written by a newer version of monitor (schema {version}): "
+        "upgrade monitor, or set store.path to another file"
+    )
+
+
+def check_size(path: Path) -> None:
+    """Raise StoreError if the file is shorter than its header says (a truncated copy).
+
+    SQLite would only notice when it reads a missing page, maybe days later. The header's
+    page count is valid when its "version-valid-for" number equals the change counter. With
+    a non-empty -wal file the check is skipped: a checkpoint cut short by a crash can leave
+    the file short, and SQLite completes it from the WAL.
+    """
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        return
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return  # a new database
+    except OSError as e:
+        raise StoreError(f"cannot read {path} ({e.strerror})") from e
+    if size == 0:
+        return  # an empty file is a new database
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        raise StoreError(damaged(path, "not an SQLite database"))
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if header[92:96] == header[24:28] and size < pages * page_size:
+        raise StoreError(damaged(path, f"truncated: {size} of {pages * page_size} bytes"))
+
+
 def _ro_uri(path: Path) -> str:
     return path.resolve().as_uri() + "?mode=ro"
 
@@ -479,15 +594,16 @@ class SqliteReader:
         self.path = Path(path)
         if not self.path.exists():
             raise StoreError(f"no history at {self.path}")
+        check_size(self.path)
         try:
             self._db = sqlite3.connect(
                 _ro_uri(self.path), uri=True, isolation_level=None, timeout=busy_timeout
             )
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as e:
-            raise StoreError(f"cannot read {self.path}: {e}") from e
+            raise StoreError(_read_trouble(self.path, e)) from e
         if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path} was written by a newer version (schema {version})")
+            raise StoreError(newer(self.path, version))
         self._empty = version == 0
 
     def __enter__(self) -> SqliteReader:
@@ -503,7 +619,7 @@ class SqliteReader:
         try:
             return fn(self._db, *args, **kwargs)
         except sqlite3.Error as e:
-            raise StoreError(f"cannot read {self.path}: {e}") from e
+            raise StoreError(_read_trouble(self.path, e)) from e
 
     def outages(
         self,
@@ -526,6 +642,10 @@ class SqliteReader:
             open=open,
             limit=limit,
         )
+
+    def outage_times(self, outages: Sequence[Outage], now: float) -> list[OutageTime]:
+        """Known and unknown time of each outage as of `now` (see `Store.outage_times`)."""
+        return self._read(select_outage_times, outages, now)
 
     def report(
         self, since: float, now: float, *, location: str | None = None
@@ -562,9 +682,11 @@ class SqliteStore:
         flush_interval: float = 1.0,
         busy_timeout: float = 1.0,
         max_pending: int = 100_000,
+        prune_batch: int = PRUNE_BATCH,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
+        self.prune_batch = prune_batch  # rows deleted per retention transaction
         self.retention = retention or Retention()
         self.flush_interval = flush_interval
         self.busy_timeout = busy_timeout
@@ -576,9 +698,12 @@ class SqliteStore:
         # Owned by the event loop.
         self._changes: list[_Change] = []
         self._rollups: dict[_BucketKey, _Bucket] = {}
-        self._prune_at: float | None = None
         self._waiters: list[asyncio.Future[bool]] = []
         self._open_outages: dict[tuple[str, str], Outage] = {}  # (location, target)
+        # Failures of open outages since they were confirmed or loaded (see `_current`),
+        # and the outages whose counts changed since the last write.
+        self._live: dict[tuple[str, str], Counter[str]] = {}
+        self._dirty: set[tuple[str, str]] = set()
         self._states: dict[tuple[str, str], tuple[State, float | None]] = {}
         self._next_outage_id = 1
         self._next_run_id = 1
@@ -604,26 +729,37 @@ class SqliteStore:
     async def open(self) -> None:
         """Create or migrate the file and load what the trackers resume from.
 
-        A file that cannot be written yet is not an error (writes are retried); a file that
-        cannot be read, or has a newer schema, raises StoreError.
+        A file that cannot be written yet is not an error here (writes are retried; the
+        daemon calls `check_writable` to refuse to start). A file that cannot be read, is
+        damaged or truncated, or has a newer schema, raises StoreError with a message that
+        names the file and the fix.
         """
         try:
             make_private_dirs(self.path.parent)  # 0700 if we create it, whatever the umask
         except OSError as e:
-            raise StoreError(f"cannot create {self.path.parent}: {e}") from e
+            raise StoreError(
+                f"cannot create the directory {self.path.parent} ({e.strerror}): create it, "
+                "or set store.path to a writable place"
+            ) from e
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="monitor-store")
         try:
+            await self._call(check_size, self.path)
             try:
                 await self._call(self._writer_db)
             except sqlite3.Error as e:
-                self._note_failure(e)  # not fatal: the writer retries
+                if error_kind(e) == "corrupt":
+                    raise
+                # Not fatal: counted now, logged by the first write that fails the same way.
+                kind = error_kind(e)
+                self.errors[kind] = self.errors.get(kind, 0) + 1
             loaded = await self._call(self._load)
         except (sqlite3.Error, StoreError) as e:
             await self._call(self._close_connections)
             self._executor.shutdown()
+            self._executor = None
             if isinstance(e, StoreError):
                 raise
-            raise StoreError(f"cannot read {self.path}: {e}") from e
+            raise StoreError(trouble(self.path, e, "read")) from e
         self._open_outages = {(o.location, o.target): o for o in loaded.outages}
         self._states = loaded.states
         self._next_outage_id, self._next_run_id = loaded.next_outage, loaded.next_run
@@ -631,6 +767,13 @@ class SqliteStore:
         self._outbox_keys = loaded.outbox_keys
         self._next_outbox_id = loaded.next_outbox
         self._writer = asyncio.create_task(self._write_loop(), name="monitor-store-writer")
+
+    async def check_writable(self) -> None:
+        """Raise StoreError, naming the file and the fix, unless a write can commit now."""
+        try:
+            await self._call(self._transaction, _write_probe)
+        except sqlite3.Error as e:
+            raise StoreError(trouble(self.path, e, "write")) from e
 
     async def close(self) -> None:
         """End the current run, write what is pending (one last try) and let go of the file."""
@@ -661,6 +804,25 @@ class SqliteStore:
             self._make_room(1)
             bucket = self._rollups[key] = _Bucket()
         bucket.add(result)
+        if not result.ok and not result.unknown:
+            # An open outage's counts stay current; written with the next batch.
+            outage = (location, result.target)
+            if outage in self._open_outages:
+                live = self._live.setdefault(outage, Counter())
+                live[(result.failure or Failure.ERROR).value] += 1
+                self._dirty.add(outage)
+
+    def _current(self, key: tuple[str, str]) -> Outage:
+        """The open outage of `key` with the failures recorded since its confirmation."""
+        outage = self._open_outages[key]
+        live = self._live.get(key)
+        if not live:
+            return outage
+        return replace(
+            outage,
+            failed_probes=outage.failed_probes + sum(live.values()),
+            counts=dict(Counter(outage.counts) + live),
+        )
 
     async def flush(self) -> bool:
         """Ask the writer to write everything pending now; True if that worked."""
@@ -689,7 +851,9 @@ class SqliteStore:
         outage: Outage | None = None
         opened = False
         if transition.state is State.DOWN:
-            outage = self._open_outages.get(key)  # already open (resumed): keep that one
+            # Already open (a tracker that started afresh): keep that one; its recorded
+            # failures already include this run's.
+            outage = self._current(key) if key in self._open_outages else None
             if outage is None:
                 first = transition.first_failure or transition.result
                 outage = Outage(
@@ -706,6 +870,8 @@ class SqliteStore:
                 )
                 opened = True
         elif transition.state is State.UP and key in self._open_outages:
+            # The failures while down are the transition's: add them to those at
+            # confirmation (the live count saw the same ones).
             before = self._open_outages[key]
             outage = replace(
                 before,
@@ -726,7 +892,12 @@ class SqliteStore:
             changes.append(partial(_insert_outage, outage))
         elif outage is not None and outage.ended_at is not None:
             del self._open_outages[key]
+            self._live.pop(key, None)
+            self._dirty.discard(key)
             changes.append(partial(_close_outage, outage))
+        elif outage is not None:  # a repeated down: the live count becomes the base
+            self._open_outages[key] = outage
+            self._live.pop(key, None)
         self._states[key] = (transition.state, transition.at)
         changes.append(
             partial(_save_state, location, transition.target, transition.state, transition.at)
@@ -816,14 +987,26 @@ class SqliteStore:
         self._run = None
         await self.flush()
 
-    async def prune(self, now: float) -> None:
-        self._prune_at = now  # kept until written; a later prune replaces it
-        await self.flush()
+    async def prune(self, now: float) -> int:
+        """Delete what the retention no longer keeps; returns the rows deleted.
+
+        At most `prune_batch` rows per transaction, each its own call to the store thread,
+        so the writer's batches go in between and probing never waits for a long delete.
+        Raises StoreError if a delete fails (counted and logged like any write error)."""
+        cursor = PruneCursor()
+        deleted = 0
+        while not cursor.done:
+            try:
+                deleted += await self._call(self._prune_step, now, cursor)
+            except sqlite3.Error as e:
+                self._note_failure(e)
+                raise StoreError(f"cannot delete old history from {self.path}: {e}") from e
+        return deleted
 
     # --- reading -------------------------------------------------------------------------
 
     async def open_outages(self, location: str) -> list[Outage]:
-        return [o for (loc, _), o in self._open_outages.items() if loc == location]
+        return [self._current(key) for key in self._open_outages if key[0] == location]
 
     async def target_states(self, location: str) -> dict[str, tuple[State, float | None]]:
         return {t: state for (loc, t), state in self._states.items() if loc == location}
@@ -847,6 +1030,11 @@ class SqliteStore:
             open=open,
             limit=limit,
         )
+
+    async def outage_times(self, outages: Sequence[Outage], now: float) -> list[OutageTime]:
+        if not outages:
+            return []
+        return await self._read(select_outage_times, outages, now, live_run=self._run)
 
     async def uptime(self, location: str, target: str, since: float, now: float) -> float | None:
         reports = await self._read(
@@ -873,23 +1061,33 @@ class SqliteStore:
     async def _write_batch(self) -> None:
         self._outbox_ignored.clear()
         waiters, self._waiters = self._waiters, []
-        changes, self._changes = self._changes, []
+        queued, self._changes = self._changes, []
+        changes = queued
         rollups, self._rollups = self._rollups, {}
-        prune_at, self._prune_at = self._prune_at, None
         heartbeat = (self._run[0], self._clock()) if self._run is not None else None
+        dirty, self._dirty = self._dirty, set()
+        counts = [self._current(key) for key in dirty if key in self._open_outages]
+        if counts:
+            changes = [*changes, partial(_update_counts, counts)]
+        if not (changes or rollups or heartbeat):  # nothing to write: touch nothing
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(True)
+            return
         ok = False
         try:
-            await self._call(self._write, changes, rollups, prune_at, heartbeat)
+            await self._call(self._write, changes, rollups, heartbeat)
             ok = True
         except sqlite3.Error as e:
             self._note_failure(e)
-            self._changes[:0] = changes  # keep the order of outage changes
-            self._prune_at = self._prune_at or prune_at
+            self._changes[:0] = queued  # keep the order of outage changes
+            self._dirty |= dirty
             self._restore(rollups)
         except Exception:  # a bug: keep the writer alive, keep the data
             log.exception("unexpected error writing to %s", self.path)
             self.errors["other"] += 1
-            self._changes[:0] = changes
+            self._changes[:0] = queued
+            self._dirty |= dirty
             self._restore(rollups)
         if ok and self._failing:
             log.warning("writing to %s works again", self.path)
@@ -969,7 +1167,7 @@ class SqliteStore:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")
                 db.execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL after bursts
-                _migrate(db)
+                _migrate(db, self.path)
             except BaseException:
                 db.close()
                 raise
@@ -991,10 +1189,11 @@ class SqliteStore:
     def _load(self) -> _Loaded:
         if not self.path.exists():  # never written (for example a read-only directory)
             return _Loaded()
+        check_size(self.path)
         db = self._reader_db()
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path} was written by a newer version (schema {version})")
+            raise StoreError(newer(self.path, version))
         if version == 0:
             return _Loaded()
         loaded = _Loaded(outages=select_outages(db, open=True, limit=None))
@@ -1027,28 +1226,13 @@ class SqliteStore:
         loaded.next_outage = max_outage + 1
         return loaded
 
-    def _write(
-        self,
-        changes: list[_Change],
-        rollups: dict[_BucketKey, _Bucket],
-        prune_at: float | None,
-        heartbeat: tuple[int, float] | None,
-    ) -> None:
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one write transaction on the writer connection."""
         try:
             db = self._writer_db()
             db.execute("BEGIN IMMEDIATE")
-            new_series: dict[tuple[str, str], int] = {}
             try:
-                for change in changes:
-                    change(db)
-                self._write_rollups(db, rollups, new_series)
-                if heartbeat is not None:
-                    db.execute(
-                        "UPDATE runs SET last_seen_at = ? WHERE id = ? AND ended_at IS NULL",
-                        (heartbeat[1], heartbeat[0]),
-                    )
-                if prune_at is not None:
-                    prune_history(db, self.retention, prune_at)
+                out = fn(db)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:  # SQLite may already have rolled back (disk full)
@@ -1060,10 +1244,42 @@ class SqliteStore:
                 self._wdb.close()
                 self._wdb = None
             raise
-        if prune_at is not None:
+        return out
+
+    def _write(
+        self,
+        changes: list[_Change],
+        rollups: dict[_BucketKey, _Bucket],
+        heartbeat: tuple[int, float] | None,
+    ) -> None:
+        new_series: dict[tuple[str, str], int] = {}
+
+        def write(db: sqlite3.Connection) -> None:
+            for change in changes:
+                change(db)
+            self._write_rollups(db, rollups, new_series)
+            if heartbeat is not None:
+                db.execute(
+                    "UPDATE runs SET last_seen_at = ? WHERE id = ? AND ended_at IS NULL",
+                    (heartbeat[1], heartbeat[0]),
+                )
+
+        self._transaction(write)
+        self._series.update(new_series)  # remembered once committed
+
+    def _prune_step(self, now: float, cursor: PruneCursor) -> int:
+        deleted = self._transaction(
+            partial(
+                prune_step,
+                retention=self.retention,
+                now=now,
+                cursor=cursor,
+                budget=self.prune_batch,
+            )
+        )
+        if cursor.series_deleted:
             self._series.clear()  # series may have been deleted: look them up again
-        else:
-            self._series.update(new_series)
+        return deleted
 
     def _write_rollups(
         self,
@@ -1181,14 +1397,14 @@ def _execute(sql: str, args: tuple[Any, ...], db: sqlite3.Connection) -> None:
     db.execute(sql, args)
 
 
-def _migrate(db: sqlite3.Connection) -> None:
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
     """Apply the migrations this file lacks, each in its own transaction."""
     while True:
         db.execute("BEGIN IMMEDIATE")
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
-                raise StoreError(f"database written by a newer version (schema {version})")
+                raise StoreError(newer(path, version))
             if version == len(MIGRATIONS):
                 db.execute("COMMIT")
                 return
@@ -1203,29 +1419,167 @@ def _migrate(db: sqlite3.Connection) -> None:
             raise
 
 
-def prune_history(db: sqlite3.Connection, retention: Retention, now: float) -> None:
-    """Delete what `retention` no longer keeps (inside the caller's transaction)."""
-    for table, keep in (("rollup_minute", retention.minutes), ("rollup_hour", retention.hours)):
-        if keep is not None:
-            # Through the primary key, one series at a time: no full scan of a big table.
-            db.execute(
-                f"DELETE FROM {table} WHERE series IN (SELECT id FROM series) AND bucket < ?",
-                (now - keep,),
+def prune_history(db: sqlite3.Connection, retention: Retention, now: float) -> int:
+    """A whole retention pass inside the caller's transaction (for tools; the store prunes
+    in small transactions); returns the rows deleted."""
+    cursor = PruneCursor()
+    deleted = 0
+    while not cursor.done:
+        deleted += prune_step(db, retention=retention, now=now, cursor=cursor, budget=PRUNE_BATCH)
+    return deleted
+
+
+@dataclass(slots=True)
+class PruneCursor:
+    """Where a retention pass is: its stage and, in the rollup stages, the last series done."""
+
+    stage: int = 0
+    series: int = 0
+    series_deleted: bool = False  # set by the step that deleted series rows
+
+    @property
+    def done(self) -> bool:
+        return self.stage >= len(_PRUNE_STAGES)
+
+    def next_stage(self) -> None:
+        self.stage += 1
+        self.series = 0
+
+
+def prune_step(
+    db: sqlite3.Connection,
+    *,
+    retention: Retention,
+    now: float,
+    cursor: PruneCursor,
+    budget: int,
+) -> int:
+    """One bounded piece of a retention pass (inside the caller's transaction): deletes at
+    most `budget` rows, moves `cursor` on, and returns the rows deleted."""
+    cursor.series_deleted = False
+    return _PRUNE_STAGES[cursor.stage](db, retention, now, cursor, budget)
+
+
+def _prune_rollups(table: str, keep: str) -> Callable[..., int]:
+    """The stage deleting rows of `table` older than the retention's field `keep`."""
+
+    def step(
+        db: sqlite3.Connection,
+        retention: Retention,
+        now: float,
+        cursor: PruneCursor,
+        budget: int,
+    ) -> int:
+        seconds: float | None = getattr(retention, keep)
+        if seconds is None:
+            cursor.next_stage()
+            return 0
+        cutoff = now - seconds
+        ids = [
+            row[0]
+            for row in db.execute(
+                "SELECT id FROM series WHERE id > ? ORDER BY id LIMIT ?",
+                (cursor.series, PRUNE_SERIES),
             )
-    if retention.outages is not None:
-        db.execute("DELETE FROM outages WHERE ended_at < ?", (now - retention.outages,))
-    if retention.outages is not None:
-        # Settled entries, kept as long as outages are; those of open outages stay (their
-        # keys stop a repeated down from being sent again).
-        db.execute(
-            """DELETE FROM outbox WHERE (delivered_at IS NOT NULL OR given_up_at IS NOT NULL)
-                AND created_at < ?
-                AND (outage_id IS NULL
-                     OR outage_id NOT IN (SELECT id FROM outages WHERE ended_at IS NULL))""",
-            (now - retention.outages,),
-        )
-    db.execute(
-        """DELETE FROM series WHERE
+        ]
+        deleted = 0
+        for series in ids:
+            # Through the primary key (series, bucket): never a scan of the big table.
+            deleted += db.execute(
+                f"""DELETE FROM {table} WHERE series = ? AND bucket IN (SELECT bucket FROM
+                    {table} WHERE series = ? AND bucket < ? ORDER BY bucket LIMIT ?)""",
+                (series, series, cutoff, budget - deleted),
+            ).rowcount
+            if deleted >= budget:
+                return deleted  # this series may have more: the next step starts with it
+            cursor.series = series
+        if len(ids) < PRUNE_SERIES:
+            cursor.next_stage()
+        return deleted
+
+    return step
+
+
+def _prune_outages(
+    db: sqlite3.Connection, retention: Retention, now: float, cursor: PruneCursor, budget: int
+) -> int:
+    """Closed outages older than the retention; open ones are always kept."""
+    if retention.outages is None:
+        cursor.next_stage()
+        return 0
+    cutoff = now - retention.outages
+    deleted = db.execute(
+        """DELETE FROM outages WHERE id IN (SELECT id FROM outages
+            WHERE started_at < ? AND ended_at < ? LIMIT ?)""",
+        (cutoff, cutoff, budget),
+    ).rowcount
+    if deleted < budget:
+        cursor.next_stage()
+    return deleted
+
+
+def _prune_outbox(
+    db: sqlite3.Connection, retention: Retention, now: float, cursor: PruneCursor, budget: int
+) -> int:
+    """Settled entries, kept as long as outages are; those of open outages stay (their keys
+    stop a repeated down from being sent again)."""
+    if retention.outages is None:
+        cursor.next_stage()
+        return 0
+    deleted = db.execute(
+        """DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+            WHERE (delivered_at IS NOT NULL OR given_up_at IS NOT NULL) AND created_at < ?
+            AND (outage_id IS NULL
+                 OR outage_id NOT IN (SELECT id FROM outages WHERE ended_at IS NULL))
+            LIMIT ?)""",
+        (now - retention.outages, budget),
+    ).rowcount
+    if deleted < budget:
+        cursor.next_stage()
+    return deleted
+
+
+def _prune_series(
+    db: sqlite3.Connection, retention: Retention, now: float, cursor: PruneCursor, budget: int
+) -> int:
+    """Series left without rollups (a target that is gone); one probe brings it back."""
+    deleted = db.execute(
+        """DELETE FROM series WHERE id IN (SELECT id FROM series WHERE
             NOT EXISTS (SELECT 1 FROM rollup_minute WHERE series = series.id)
-            AND NOT EXISTS (SELECT 1 FROM rollup_hour WHERE series = series.id)"""
-    )
+            AND NOT EXISTS (SELECT 1 FROM rollup_hour WHERE series = series.id) LIMIT ?)""",
+        (budget,),
+    ).rowcount
+    cursor.series_deleted = deleted > 0
+    if deleted < budget:
+        cursor.next_stage()
+    return deleted
+
+
+def _prune_runs(
+    db: sqlite3.Connection, retention: Retention, now: float, cursor: PruneCursor, budget: int
+) -> int:
+    """Run periods older than all kept history, unless an open outage still needs them
+    (its known time comes from them)."""
+    keeps = (retention.minutes, retention.hours, retention.outages)
+    cursor.next_stage()
+    if any(keep is None for keep in keeps):
+        return 0
+    cutoff = now - max(k for k in keeps if k is not None)
+    return db.execute(
+        """DELETE FROM runs WHERE id IN (SELECT id FROM runs
+            WHERE coalesce(ended_at, last_seen_at) < ?
+            AND coalesce(ended_at, last_seen_at) <
+                (SELECT coalesce(min(started_at), ?) FROM outages WHERE ended_at IS NULL)
+            LIMIT ?)""",
+        (cutoff, cutoff, budget),
+    ).rowcount
+
+
+_PRUNE_STAGES: tuple[Callable[..., int], ...] = (
+    _prune_rollups("rollup_minute", "minutes"),
+    _prune_rollups("rollup_hour", "hours"),
+    _prune_outages,
+    _prune_outbox,
+    _prune_series,
+    _prune_runs,
+)
