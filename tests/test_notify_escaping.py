@@ -300,7 +300,7 @@ targets:
         await receiver.close()
         evil.close()
         await evil.wait_closed()
-    match = re.search(r"since \S+: (\w+): (.*) \(\d+ failed probes?\)$", line)
+    match = re.search(r"since \S+(?: \(outage \d+\))?: (\w+): (.*) \(\d+ failed probes?\)$", line)
     assert match, line
     shown = one_line(match.group(2))  # what the probe made of the server's bytes
     got = {r.path: r.json() for r in delivered}
