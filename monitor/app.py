@@ -20,6 +20,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from monitor.config import Config, ConfigError, load_config
+from monitor.connectivity import Change, Connectivity
+from monitor.limits import AcceptErrors, probe_slots, raise_nofile_limit, serve, server_slots
 from monitor.metrics import UPTIME_WINDOWS, Metrics, public_url
 from monitor.model import Outage, ProbeResult, State, Target, Transition
 from monitor.notifications import Notifications, check_notifications
@@ -59,6 +61,7 @@ class Monitor:
         shard: tuple[int, int] | None = None,
         uptime_refresh: float = UPTIME_REFRESH,
         clock: Callable[[], float] = time.time,
+        max_in_flight: int | None = None,
     ) -> None:
         self.config = config
         self.uptime_refresh = uptime_refresh
@@ -78,7 +81,12 @@ class Monitor:
         self.trackers: dict[str, TargetTracker] = {}
         self.last: dict[str, ProbeResult] = {}
         self.scheduler = Scheduler(self.tick, on_lateness=self.metrics.lateness.observe,
-                                   on_skipped=self._skipped, clock=clock)
+                                   on_skipped=self._skipped, clock=clock,
+                                   max_in_flight=max_in_flight)
+        self.metrics.in_flight.set_function(lambda: self.scheduler.in_flight)
+        self.connectivity = Connectivity(config.connectivity, on_change=self._connectivity,
+                                         clock=clock)
+        self._run_started = 0.0  # start of the store's current run period
         self._tasks: list[asyncio.Task[None]] = []
         self._dns: DnsChannel | None = None
 
@@ -96,7 +104,8 @@ class Monitor:
     async def start(self) -> None:
         self._dns = DnsChannel()  # one DNS channel for the whole run, not one per probe
         targets = self.targets()
-        await self.store.start_run(self.location, self._clock())
+        self._run_started = self._clock()
+        await self.store.start_run(self.location, self._run_started)
         states = await self.store.target_states(self.location)
         for t in targets:
             state, since = states.get(t.name, (State.UNKNOWN, None))
@@ -109,11 +118,13 @@ class Monitor:
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(self._clock())
         self.scheduler.start(targets)
+        self.connectivity.start()
         self._tasks.append(asyncio.create_task(self._refresh_uptime_forever()))
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        await self.connectivity.stop()
         await self.scheduler.shutdown()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -136,6 +147,9 @@ class Monitor:
         for name in removed:
             self.trackers.pop(name, None)
             self.last.pop(name, None)
+        for target in self.config.targets:
+            if target.name in removed:
+                self.connectivity.forget(target.url)
         for t in targets:
             tracker = self.trackers.get(t.name)
             if tracker is None:
@@ -151,6 +165,8 @@ class Monitor:
             await new.start()
         self.notifications.set_targets(targets)
         self.config = config
+        self.connectivity.settings = config.connectivity
+        self.connectivity.start()
         log.info("config reloaded from %s: %d targets (%d added, %d removed, %d changed)",
                  config.source, len(targets), len(added), len(removed), len(changed))
 
@@ -173,6 +189,7 @@ class Monitor:
 
     async def tick(self, target: Target) -> None:
         result = await self._probe(target)
+        result = await self.connectivity.judge(result, target)  # `local` while offline
         if target.name not in self.trackers:  # removed by a reload while probing
             return
         self.last[target.name] = result
@@ -199,6 +216,21 @@ class Monitor:
                                           self.notifications.for_transition(target, tr))
         self.notifications.wake()
 
+    async def _connectivity(self, change: Change) -> None:
+        """Offline time is not known time: it ends the store's run, coming back starts one."""
+        if change.offline:
+            at = max(change.at, self._run_started)
+            self.metrics.offline.set(1)
+            log.warning("monitor OFFLINE from %s since %s: %s; results count as unknown "
+                        "until it is back", self.location, rfc3339(at), change.evidence)
+            await self.store.end_run(at)
+        else:
+            self.metrics.offline.set(0)
+            log.warning("monitor back ONLINE from %s since %s: %s", self.location,
+                        rfc3339(change.at), change.evidence)
+            self._run_started = change.at
+            await self.store.start_run(self.location, change.at)
+
     def _skipped(self, reason: str) -> None:
         self.metrics.missed_runs.labels(self.location, reason).inc()
 
@@ -220,6 +252,15 @@ class Monitor:
 
     def now(self) -> float:
         return self._clock()
+
+    def offline_json(self) -> dict[str, Any] | None:
+        """None while online; else since when the monitor is offline, and why."""
+        status = self.connectivity.status()
+        if status is None:
+            return None
+        since = status["since"]
+        return {"since": rfc3339(since) if isinstance(since, float) else None,
+                "evidence": status["evidence"]}
 
     def targets_json(self) -> list[dict[str, Any]]:
         out = []
@@ -262,21 +303,34 @@ async def run_monitor(
     uptime_refresh: float = UPTIME_REFRESH,
 ) -> None:
     """Run one monitor and its HTTP server until cancelled, then shut down cleanly."""
+    nofile = raise_nofile_limit()
+    connections = server_slots(config.limits.server_connections, nofile)
+    in_flight = probe_slots(config.limits.max_probes_in_flight, nofile, connections)
+    loop = asyncio.get_running_loop()
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(AcceptErrors())
     store = open_store(config.store)
     await store.open()
-    monitor = Monitor(config, store, shard=shard, uptime_refresh=uptime_refresh)
+    monitor = Monitor(config, store, shard=shard, uptime_refresh=uptime_refresh,
+                      max_in_flight=in_flight)
     host = listen or config.server.listen
     bind_port = config.server.port if port is None else port
+    # The keep-alive timeout runs from the moment a connection opens: it is the header
+    # read timeout too (aiohttp closes a connection still waiting for a whole request).
     runner = web.AppRunner(build_app(monitor, monitor.registry, config.server.token,
                                      exposition=monitor.metrics.exposition),
-                           access_log=None, handle_signals=False)
+                           access_log=None, handle_signals=False,
+                           keepalive_timeout=config.limits.server_header_timeout)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, bind_port).start()
+        listener = await serve(runner, host, bind_port, connections)
     except OSError as exc:
         await runner.cleanup()
         await store.close()
+        loop.set_exception_handler(previous_handler)
         raise SystemExit(f"monitor: cannot listen on {host}:{bind_port}: {exc.strerror}") from None
+    log.info("limits: %d descriptors, %d probes in flight, %d server connections",
+             nofile, in_flight, connections)
     try:
         await monitor.start()
         log.info("started: location=%s, %d targets, listening on http://%s:%d/ (store %s)",
@@ -288,9 +342,11 @@ async def run_monitor(
         await asyncio.Event().wait()  # until cancelled
     finally:
         started = time.monotonic()
+        listener.close()
         await monitor.stop()
         await runner.cleanup()
         await store.close()
+        loop.set_exception_handler(previous_handler)
         log.info("stopped %s in %.1fs", monitor.location, time.monotonic() - started)
 
 
