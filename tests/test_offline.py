@@ -47,8 +47,11 @@ def iptables(action: str) -> None:
 
 
 async def site(host: str) -> web.AppRunner:
+    async def fine(request: web.Request) -> web.Response:
+        return web.Response(text="fine")
+
     app = web.Application()
-    app.router.add_get("/", lambda _: web.Response(text="fine"))
+    app.router.add_get("/", fine)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     await web.TCPSite(runner, host, 8080).start()
