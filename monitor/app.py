@@ -23,11 +23,11 @@ from monitor.config import Config, ConfigError, load_config
 from monitor.connectivity import Change, Connectivity
 from monitor.limits import AcceptErrors, probe_slots, raise_nofile_limit, serve, server_slots
 from monitor.metrics import UPTIME_WINDOWS, Metrics, public_url
-from monitor.model import Outage, ProbeResult, State, Target, Transition
+from monitor.model import Failure, Outage, ProbeResult, State, Target, Transition
 from monitor.notifications import Notifications, check_notifications
 from monitor.probes import run_probe
 from monitor.probes.http import DnsChannel
-from monitor.scheduler import Scheduler
+from monitor.scheduler import STALL, Scheduler
 from monitor.server import build_app
 from monitor.store import Store, open_store
 from monitor.timefmt import rfc3339
@@ -190,6 +190,7 @@ class Monitor:
     async def tick(self, target: Target) -> None:
         result = await self._probe(target)
         result = await self.connectivity.judge(result, target)  # `local` while offline
+        result = self._stall_judged(result, target)
         if target.name not in self.trackers:  # removed by a reload while probing
             return
         self.last[target.name] = result
@@ -215,6 +216,17 @@ class Monitor:
         await self.store.apply_transition(self.location, tr, maintenance,
                                           self.notifications.for_transition(target, tr))
         self.notifications.wake()
+
+    def _stall_judged(self, result: ProbeResult, target: Target) -> ProbeResult:
+        """A timeout during which the event loop stood still is the monitor's fault."""
+        if result.failure is not Failure.TIMEOUT:
+            return result
+        stalled = self.scheduler.stalled(result.started_at, result.started_at + result.duration)
+        if stalled < max(STALL, target.timeout / 10):
+            return result
+        return replace(result, failure=Failure.LOCAL,
+                       message=f"monitor overloaded: its event loop stalled {stalled:.1f}s "
+                               f"during the probe ({result.message})")
 
     async def _connectivity(self, change: Change) -> None:
         """Offline time is not known time: it ends the store's run, coming back starts one."""

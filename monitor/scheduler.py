@@ -16,7 +16,11 @@ At most `max_in_flight` runs go at once (descriptors are finite). A run due whil
 slot is taken waits, first come first served; one that cannot start within half its
 interval of its due time is skipped ("overloaded"): its target is neither blamed nor
 timed out, since a probe's own deadline starts when the probe does. Each overload episode
-logs one warning when it begins and one line when the queue has drained. Runs look their target
+logs one warning when it begins and one line when the queue has drained.
+
+A watch task notices when the event loop itself stalls (CPU starvation, a paused process):
+`stalled(since, until)` says how long it stood still in a window, so that the app can
+count a timeout that the stall caused as the monitor's fault, not the site's. Runs look their target
 up by name when they start, so a reload that changes a target takes effect at its next run.
 
 Imports apscheduler and monitor.model only.
@@ -50,6 +54,9 @@ from monitor.model import Target
 log = logging.getLogger("monitor.scheduler")
 
 RunTarget = Callable[[Target], Awaitable[None]]
+WATCH_STEP = 0.1  # seconds between two looks at the event loop's timeliness
+STALL = 0.25  # a look this much later than asked is a stall
+STALLS_KEPT = 600.0  # seconds of stall history kept (longer than any probe timeout)
 EPISODE_QUIET = 60.0  # seconds without a skipped run that end an overload episode
 SLOT_SECONDS = 1.0  # length of one slot job's share of an interval (shorter intervals: one)
 
@@ -103,6 +110,10 @@ class Scheduler:
         self._queued: set[str] = set()
         # The overload episode: began, last skip (monotonic), runs skipped.
         self._episode: tuple[float, float, int] | None = None
+        self._stalls: deque[tuple[float, float]] = deque()  # start (POSIX time), length
+        self._watch: asyncio.Task[None] | None = None
+        self._asked = time.monotonic()  # when the watch last went to sleep
+        self._stall_logged = float("-inf")
         self._stopping = False
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
@@ -120,6 +131,7 @@ class Scheduler:
         """Schedule the first set of targets, spread evenly over each interval."""
         targets = list(targets)
         self._scheduler.start()
+        self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
         now = self._clock()
         by_interval: dict[float, list[Target]] = {}
         for target in targets:
@@ -169,6 +181,11 @@ class Scheduler:
     async def shutdown(self) -> None:
         """Stop scheduling and cancel probes in flight."""
         self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         if self._scheduler.running:
             # A slot job submitted but not started would be cancelled before it runs, which
             # APScheduler logs as an error: let it start (and return at once) first.
@@ -186,6 +203,31 @@ class Scheduler:
         if tasks:
             await asyncio.wait(tasks)
         await asyncio.sleep(0)  # let the slot jobs APScheduler cancelled unwind
+
+    def stalled(self, since: float, until: float) -> float:
+        """Seconds the event loop stood still within [since, until] (POSIX times)."""
+        stalls = list(self._stalls)
+        # A stall just ended may not be recorded yet: other callbacks can run before the watch.
+        pending = time.monotonic() - self._asked - WATCH_STEP
+        if self._watch is not None and pending >= STALL:
+            stalls.append((self._clock() - pending, pending))
+        return sum(max(0.0, min(until, start + length) - max(since, start))
+                   for start, length in stalls)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            self._asked = time.monotonic()
+            await asyncio.sleep(WATCH_STEP)
+            late = time.monotonic() - self._asked - WATCH_STEP
+            now = self._clock()
+            if late >= STALL:
+                self._stalls.append((now - late, late))
+                if now - self._stall_logged >= EPISODE_QUIET:
+                    self._stall_logged = now
+                    log.warning("event loop stalled for %.1fs (CPU starvation or a paused "
+                                "process): timeouts during it count as unknown", late)
+            while self._stalls and self._stalls[0][0] < now - STALLS_KEPT:
+                self._stalls.popleft()
 
     # --- schedule bookkeeping -----------------------------------------------------------
 

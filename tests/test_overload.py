@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,11 @@ class SlowSite:
         self.now = 0
         self.most = 0
         self.port = 0
+        self.asked = asyncio.Event()  # a /slow request arrived
         self._runner: web.AppRunner | None = None
 
     async def _slow(self, request: web.Request) -> web.Response:
+        self.asked.set()
         self.now += 1
         self.most = max(self.most, self.now)
         try:
@@ -99,6 +102,42 @@ targets:
     assert status == 200 and "down" not in states.values()
     assert all(states[n] == "up" for n in SLOW)
     assert log.count("scheduler overloaded") == 1  # one line per episode
+
+
+async def test_a_timeout_while_the_monitor_itself_stood_still_is_not_the_sites(
+        tmp_path: Path) -> None:
+    async with SlowSite(delay=1.0) as site:
+        config = tmp_path / "monitor.yaml"
+        config.write_text(f"""\
+location: lab
+store: {{path: history.db}}
+targets:
+  - {{name: site, url: 'http://127.0.0.1:{site.port}/slow', interval: 3s, timeout: 2s,
+      down_after: 1}}
+""")
+        async with Daemon(config) as daemon:
+            await asyncio.wait_for(site.asked.wait(), 30)
+            # The whole daemon stands still (like a starved CPU or a paused VM) for longer
+            # than the probe's timeout, while the site answers after 1 s.
+            daemon.send(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(3)  # the stall under test, not a synchronisation
+            finally:
+                daemon.send(signal.SIGCONT)
+            text = ""
+            for _ in range(60):  # bounded: about 15 s at most
+                text = await daemon.metrics()
+                if sample(text, "monitor_probes_total", target="site", result="ok"):
+                    break
+                await asyncio.sleep(0.25)
+            status, body = await daemon.get_json("/api/v1/targets")
+    log = daemon.log()
+    assert status == 200
+    assert (sample(text, "monitor_probes_total", target="site", result="timeout") or 0) == 0, log
+    assert sample(text, "monitor_probes_total", target="site", result="local") == 1, log
+    assert " DOWN " not in log
+    assert "event loop stalled for" in log
+    assert body["targets"][0]["state"] == "up"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(("text", "message"), [
