@@ -124,8 +124,8 @@ class Monitor:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await self.connectivity.stop()
         await self.scheduler.shutdown()
+        await self.connectivity.stop()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -117,7 +117,8 @@ class Connectivity:
     # --- life cycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.settings.checks and self._loop_task is None:
+        """Start (or, after a reload, restart) the periodic check rounds if there are checks."""
+        if self.settings.checks and (self._loop_task is None or self._loop_task.done()):
             self._loop_task = asyncio.create_task(self._check_forever())
 
     async def stop(self) -> None:
@@ -173,9 +174,10 @@ class Connectivity:
     # --- check rounds ---------------------------------------------------------------------
 
     async def _check_forever(self) -> None:
-        while True:
+        while self.settings.checks:
             await self._reached_after(self._clock())
             await asyncio.sleep(self.settings.interval)
+        self._loop_task = None
 
     def _kick(self) -> None:
         if self._round is None or self._round.done():
@@ -200,6 +202,11 @@ class Connectivity:
         started = self._round_started = self._clock()
         earliest, self._earliest_failure = self._earliest_failure, None
         checks: Sequence[str] = self.settings.checks
+        if not checks:  # removed by a reload: the failing-share rule decides from now on
+            self._last = (started, True)
+            if self.offline:
+                await self._change(False, started, "connectivity checks removed")
+            return True
         timeout = self.settings.timeout
         problems = await asyncio.gather(*(check_endpoint(c, timeout) for c in checks))
         reached = [c for c, p in zip(checks, problems, strict=True) if p is None]

@@ -26,6 +26,11 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).parent))
 from daemon import Daemon, sample
 from receivers import Receiver
+from servers import closed_port
+
+from monitor.config import ConnectivityConfig
+from monitor.connectivity import Change, Connectivity
+from monitor.model import Failure, ProbeResult, Target
 
 SITES = {"alpha": "127.0.0.2", "beta": "127.0.0.3"}
 CHECK = "127.0.0.9"
@@ -132,6 +137,70 @@ def unshare_works() -> bool:
         return False
     probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
     return probe.returncode == 0
+
+
+# --- the rule, in process, against real sockets on 127.0.0.1 ------------------------------
+
+
+def result(name: str, ok: bool, failure: Failure | None = None) -> ProbeResult:
+    return ProbeResult(target=name, started_at=time.time(), duration=0.1, ok=ok,
+                       failure=failure, message="" if ok else "no route")
+
+
+async def test_checks_decide_and_a_success_brings_the_monitor_back() -> None:
+    changes: list[Change] = []
+
+    async def record(change: Change) -> None:
+        changes.append(change)
+
+    port = closed_port()
+    settings = ConnectivityConfig(checks=(f"127.0.0.1:{port}",), interval=60, timeout=1)
+    conn = Connectivity(settings, on_change=record)
+    site = Target(name="a", url="http://127.0.0.1:9/")
+    try:
+        judged = await conn.judge(result("a", False, Failure.CONNECT), site)
+        assert judged.failure is Failure.LOCAL
+        assert judged.message == "monitor offline: connect: no route"
+        assert [c.offline for c in changes] == [True]
+        assert changes[0].evidence.startswith(f"no connectivity check answered: 127.0.0.1:{port}:")
+        # An http failure, or a success, while offline is unknown too.
+        assert (await conn.judge(result("a", False, Failure.HTTP), site)).unknown
+        listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
+        try:
+            assert (await conn.judge(result("a", True), site)).unknown  # and checks at once
+            assert conn._round is not None
+            await conn._round
+            assert [c.offline for c in changes] == [True, False]
+            assert changes[1].evidence == f"127.0.0.1:{port} answered"
+            # Online, with a check that answers: a failure is the site's.
+            judged = await conn.judge(result("a", False, Failure.TIMEOUT), site)
+            assert judged.failure is Failure.TIMEOUT and len(changes) == 2
+        finally:
+            listener.close()
+    finally:
+        await conn.stop()
+
+
+async def test_without_checks_most_hosts_failing_at_once_means_offline() -> None:
+    changes: list[Change] = []
+
+    async def record(change: Change) -> None:
+        changes.append(change)
+
+    conn = Connectivity(ConnectivityConfig(failing_share=0.75, min_hosts=3), on_change=record)
+    sites = [Target(name=f"s{i}", url=f"http://host{i}.example/") for i in range(4)]
+    for target in sites:
+        assert not (await conn.judge(result(target.name, True), target)).unknown
+    # Two of four hosts failing is their own trouble; a third makes 3 of 4: offline.
+    for target in sites[:2]:
+        judged = await conn.judge(result(target.name, False, Failure.DNS), target)
+        assert judged.failure is Failure.DNS
+    judged = await conn.judge(result("s2", False, Failure.TIMEOUT), sites[2])
+    assert judged.unknown and [c.offline for c in changes] == [True]
+    assert changes[0].evidence == "3 of 4 hosts failing with dns, connect or timeout"
+    # An http failure is no network trouble: s0 answering again brings the monitor back.
+    judged = await conn.judge(result("s0", False, Failure.HTTP), sites[0])
+    assert judged.failure is Failure.HTTP and [c.offline for c in changes] == [True, False]
 
 
 @pytest.mark.skipif(not unshare_works(), reason="needs root, unshare, ip and iptables")
