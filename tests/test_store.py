@@ -251,8 +251,9 @@ async def test_close_writes_pending_rollups(tmp_path: Path) -> None:
 def test_every_failure_class_has_a_column() -> None:
     db = sqlite3.connect(":memory:")
     with contextlib.closing(db):
-        for statement in MIGRATIONS[0]:
-            db.execute(statement)
+        for migration in MIGRATIONS:
+            for statement in migration:
+                db.execute(statement)
         for table in ("rollup_minute", "rollup_hour"):
             columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
             assert set(FAILURE_COLUMNS.values()) <= columns

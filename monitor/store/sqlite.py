@@ -153,6 +153,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             WHERE delivered_at IS NULL AND given_up_at IS NULL""",
         "CREATE INDEX outbox_outage ON outbox (outage_id)",
     ),
+    # The failure class `local` (the monitor's own fault): counted, never an outage.
+    tuple(
+        f"ALTER TABLE {table} ADD COLUMN fail_local INTEGER NOT NULL DEFAULT 0"
+        for table in ROLLUP_TABLES
+    ),
 )
 OUTBOX_VERSION = 2  # the schema version that added the outbox
 
