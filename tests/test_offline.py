@@ -250,6 +250,7 @@ async def test_the_network_going_away_is_the_monitors_fault_not_the_sites(
     assert wall["away"] - 1 <= went <= came <= wall["back"] + 3
     gap = came - went
     assert gap >= 2  # three local probes per site, one a second
+    assert {row["target"] for row in facts["report"]} == set(SITES)
     for row in facts["report"]:
         assert row["outages"] == 0 and row["uptime_percent"] == 100
         assert row["known_seconds"] <= wall["stopped"] - wall["started"] - gap + 2, row
