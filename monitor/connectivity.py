@@ -3,8 +3,8 @@
 A failure of class dns, connect or timeout may be this machine's network, not the site.
 The rule (README, "Offline detection"):
 - With `connectivity.checks` (TCP host:port endpoints): a network-level failure counts
-  against its site only once a check round that started after that probe reached at least
-  one endpoint. When a round reaches none, the monitor is offline; rounds repeat every
+  against its site only once a check round that started after that probe failed reached at
+  least one endpoint. When a round reaches none, the monitor is offline; rounds repeat every
   `interval` (and after a success while offline), and the first round that reaches an
   endpoint brings it back. Rounds start at most once a second, shared by every waiting probe.
 - Without checks: the monitor is offline while at least `failing_share` of the distinct
@@ -145,7 +145,10 @@ class Connectivity:
                 if result.ok:  # evidence the network is back: check now
                     self._kick()
                 return as_local(result)
-            if network and not await self._reached_after(result.started_at):
+            # The check must come after the failure: a round that only preceded it proves
+            # nothing about the network at the time the probe failed.
+            ended = result.started_at + result.duration
+            if network and not await self._reached_after(ended, began=result.started_at):
                 return as_local(result)
             return result
         return await self._judge_by_share(result, target, network)
@@ -183,10 +186,14 @@ class Connectivity:
         if self._round is None or self._round.done():
             self._round = asyncio.create_task(self._run_round())
 
-    async def _reached_after(self, started: float) -> bool:
-        """Whether a check round that began at or after `started` reached an endpoint."""
-        if self._earliest_failure is None or started < self._earliest_failure:
-            self._earliest_failure = started
+    async def _reached_after(self, started: float, began: float | None = None) -> bool:
+        """Whether a check round that began at or after `started` reached an endpoint.
+
+        `began`: when the failed probe that asks began; an offline period starts there.
+        """
+        began = started if began is None else began
+        if self._earliest_failure is None or began < self._earliest_failure:
+            self._earliest_failure = began
         for _ in range(3):  # a running round may predate `started`; the next one cannot
             if self._last is not None and self._last[0] >= started:
                 return self._last[1]
