@@ -70,7 +70,9 @@ class ConnectivityConfig:
     checks: tuple[str, ...] = ()  # TCP host:port endpoints; empty: the failing-share rule
     interval: float = 30.0  # seconds between check rounds (and back-online checks)
     timeout: float = 3.0  # per check round
-    failing_share: float = 0.8  # without checks: this share of hosts failing = offline
+    # Without checks: this share of hosts failing at once = offline. Off by default: from
+    # inside, a real outage of most sites at once (2022) looks the same.
+    failing_share: float | None = None
     min_hosts: int = 3  # ... out of at least this many distinct hosts
 
 
@@ -718,10 +720,12 @@ class _Parser:
                 found.append(value)
         return tuple(found)
 
-    def share(self, node: Node, path: str) -> float:
+    def share(self, node: Node, path: str) -> float | None:
+        if _is_null(node) or (isinstance(node, ScalarNode) and node.value == "off"):
+            return None
         value = self.number(node, path)
         if not 0 < value <= 1:
-            raise _Invalid(f"must be more than 0 and at most 1, got {_got(node)}")
+            raise _Invalid(f"must be more than 0 and at most 1, or off, got {_got(node)}")
         return value
 
     def buckets(self, node: Node, path: str) -> tuple[float, ...]:

@@ -7,9 +7,11 @@ The rule (README, "Offline detection"):
   least one endpoint. When a round reaches none, the monitor is offline; rounds repeat every
   `interval` (and after a success while offline), and the first round that reaches an
   endpoint brings it back. Rounds start at most once a second, shared by every waiting probe.
-- Without checks: the monitor is offline while at least `failing_share` of the distinct
-  hosts probed recently, and at least `min_hosts` of them, failed their latest probe at
-  network level; the next result that breaks the rule brings it back.
+- Without checks, if `failing_share` is set (it is off by default: from inside, a real
+  outage of most sites at once looks the same): the monitor is offline while at least that
+  share of the distinct hosts probed recently, and at least `min_hosts` of them, failed
+  their latest probe at network level; the next result that breaks the rule brings it back.
+- Neither: every result counts against its site.
 
 While offline every result is rewritten to class `local` ("monitor offline: <class>: ..."),
 which the tracker skips: nothing opens, extends or closes an outage. The owner learns of
@@ -47,7 +49,7 @@ class Settings(Protocol):
     @property
     def timeout(self) -> float: ...
     @property
-    def failing_share(self) -> float: ...
+    def failing_share(self) -> float | None: ...
     @property
     def min_hosts(self) -> int: ...
 
@@ -151,6 +153,8 @@ class Connectivity:
             if network and not await self._reached_after(ended, began=result.started_at):
                 return as_local(result)
             return result
+        if self.settings.failing_share is None:
+            return result
         return await self._judge_by_share(result, target, network)
 
     async def _judge_by_share(self, result: ProbeResult, target: Target,
@@ -161,8 +165,8 @@ class Connectivity:
         self._latest[host] = (now, network, 2 * target.interval + target.timeout)
         fresh = [failed for at, failed, ttl in self._latest.values() if now - at <= ttl]
         failing = sum(fresh)
-        offline = (failing >= self.settings.min_hosts
-                   and failing >= self.settings.failing_share * len(fresh))
+        share = self.settings.failing_share or 1.0
+        offline = failing >= self.settings.min_hosts and failing >= share * len(fresh)
         if offline != self.offline:
             outcome = "ok" if result.ok else result.failure
             evidence = (f"{failing} of {len(fresh)} hosts failing with dns, connect or timeout"

@@ -203,6 +203,20 @@ async def test_without_checks_most_hosts_failing_at_once_means_offline() -> None
     assert judged.failure is Failure.HTTP and [c.offline for c in changes] == [True, False]
 
 
+async def test_by_default_every_site_failing_at_once_is_still_the_sites_fault() -> None:
+    changes: list[Change] = []
+
+    async def record(change: Change) -> None:
+        changes.append(change)
+
+    conn = Connectivity(ConnectivityConfig(), on_change=record)  # no checks, share off
+    sites = [Target(name=f"s{i}", url=f"http://host{i}.example/") for i in range(5)]
+    for target in sites:
+        judged = await conn.judge(result(target.name, False, Failure.TIMEOUT), target)
+        assert judged.failure is Failure.TIMEOUT
+    assert changes == [] and not conn.offline
+
+
 @pytest.mark.skipif(not unshare_works(), reason="needs root, unshare, ip and iptables")
 async def test_the_network_going_away_is_the_monitors_fault_not_the_sites(
         tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ targets:
      "connectivity.checks[0]: must be host:port (like 1.1.1.1:443 or [2606:4700::1111]:443), "
      "got 'example.org'"),
     ("connectivity: {failing_share: 1.5}",
-     "connectivity.failing_share: must be more than 0 and at most 1, got 1.5"),
+     "connectivity.failing_share: must be more than 0 and at most 1, or off, got 1.5"),
     ("connectivity: {checks: 1.1.1.1:443}",
      "connectivity.checks: must be a list of host:port endpoints, got a string"),
 ])
@@ -168,3 +168,4 @@ def test_limits_and_connectivity_defaults() -> None:
     assert config.limits.server_header_timeout == 5.0
     assert config.connectivity.checks == ("[::1]:443", "127.0.0.1:53")
     assert config.connectivity.interval == 30.0
+    assert config.connectivity.failing_share is None  # off unless set
