@@ -137,11 +137,11 @@ class Monitor:
 
     async def apply(self, config: Config) -> None:
         """Switch to a new, already validated config. Unchanged targets keep their schedule."""
-        for field in ("location", "server", "store"):
+        for field in ("location", "server", "store", "limits"):
             if getattr(config, field) != getattr(self.config, field):
                 log.warning("config: %s changed; it takes effect after a restart", field)
         config = replace(config, location=self.location, server=self.config.server,
-                         store=self.config.store)
+                         store=self.config.store, limits=self.config.limits)
         targets = self.targets(config)
         added, removed, changed = self.scheduler.update(targets)
         for name in removed:

@@ -152,6 +152,10 @@ class AcceptErrors:
     def __init__(self) -> None:
         self._counter = _Every("server: %d connections not accepted: out of descriptors%s")
 
+    @property
+    def total(self) -> int:
+        return self._counter.total
+
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         message = str(context.get("message", ""))
         if message.startswith("socket.accept() out of system resource"):

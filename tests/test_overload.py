@@ -90,7 +90,8 @@ targets:
     assert site.most <= CAP, log  # the cap held at the site itself
     assert (sample(text, "monitor_scheduler_missed_runs_total", reason="overloaded")
             or 0) >= 5, text
-    assert (sample(text, "monitor_probes_in_flight") or 0) <= CAP
+    in_flight = sample(text, "monitor_probes_in_flight")
+    assert in_flight is not None and in_flight <= CAP
     assert sample(text, "monitor_scheduler_lateness_seconds_count") is not None
     # Nothing is the sites' fault: no timeout, no DOWN; the slow sites answered in time.
     for name in (*SLOW, *FAST):

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
 from daemon import Daemon, sample
 from servers import HttpServer
+
+from monitor.limits import AcceptErrors
 
 LIMIT = 256
 FLOOD = 600  # idle connections: more than the daemon has descriptors
@@ -101,3 +105,18 @@ async def test_half_sent_and_idle_requests_are_closed_after_the_header_timeout(
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
         assert "monitor_probes_total" in await daemon.metrics()  # whole requests still work
+
+
+async def test_accept_errors_are_counted_not_logged_one_by_one(
+        caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.get_running_loop()
+    handler = AcceptErrors()
+    error = OSError(errno.EMFILE, "Too many open files")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(1000):  # what asyncio's accept loop reports while out of descriptors
+            handler(loop, {"message": "socket.accept() out of system resource",
+                           "exception": error})
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["server: 1 connections not accepted: out of descriptors "
+                     "([Errno 24] Too many open files)"]
+    assert handler.total == 1000
