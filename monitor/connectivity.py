@@ -182,7 +182,10 @@ class Connectivity:
 
     async def _check_forever(self) -> None:
         while self.settings.checks:
-            await self._reached_after(self._clock())
+            try:
+                await self._reached_after(self._clock())
+            except Exception:  # the checks must outlive any one failure
+                log.exception("connectivity check round failed")
             await asyncio.sleep(self.settings.interval)
         self._loop_task = None
 
@@ -236,4 +239,8 @@ class Connectivity:
                 return
             self.offline, self.evidence = offline, evidence
             self.since = at if offline else None
-            await self._on_change(Change(offline, at, evidence))
+            try:
+                await self._on_change(Change(offline, at, evidence))
+            except Exception:  # e.g. the store: the verdict stands, the error is logged
+                log.exception("recording that the monitor went %s failed",
+                              "offline" if offline else "online")
