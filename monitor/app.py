@@ -30,7 +30,7 @@ from monitor.probes.http import DnsChannel
 from monitor.scheduler import STALL, Scheduler
 from monitor.server import build_app
 from monitor.store import Store, open_store
-from monitor.timefmt import rfc3339
+from monitor.timefmt import human_duration, rfc3339
 from monitor.tracker import TargetTracker
 
 log = logging.getLogger("monitor")
@@ -87,6 +87,7 @@ class Monitor:
         self.connectivity = Connectivity(config.connectivity, on_change=self._connectivity,
                                          clock=clock)
         self._run_started = 0.0  # start of the store's current run period
+        self._offline_at = 0.0  # start of the latest offline period
         self._tasks: list[asyncio.Task[None]] = []
         self._dns: DnsChannel | None = None
 
@@ -231,15 +232,16 @@ class Monitor:
     async def _connectivity(self, change: Change) -> None:
         """Offline time is not known time: it ends the store's run, coming back starts one."""
         if change.offline:
-            at = max(change.at, self._run_started)
+            at = self._offline_at = max(change.at, self._run_started)
             self.metrics.offline.set(1)
             log.warning("monitor OFFLINE from %s since %s: %s; results count as unknown "
                         "until it is back", self.location, rfc3339(at), change.evidence)
             await self.store.end_run(at)
         else:
             self.metrics.offline.set(0)
-            log.warning("monitor back ONLINE from %s since %s: %s", self.location,
-                        rfc3339(change.at), change.evidence)
+            log.warning("monitor back ONLINE from %s since %s after %s offline: %s",
+                        self.location, rfc3339(change.at),
+                        human_duration(change.at - self._offline_at), change.evidence)
             self._run_started = change.at
             await self.store.start_run(self.location, change.at)
 
