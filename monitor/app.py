@@ -20,15 +20,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from monitor.config import Config, ConfigError, load_config
+from monitor.connectivity import Change, Connectivity
+from monitor.limits import AcceptErrors, probe_slots, raise_nofile_limit, serve, server_slots
 from monitor.metrics import UPTIME_WINDOWS, Metrics, public_url
-from monitor.model import Outage, OutageTime, ProbeResult, State, Target, Transition
+from monitor.model import Failure, Outage, OutageTime, ProbeResult, State, Target, Transition
 from monitor.notifications import Notifications, check_notifications
 from monitor.probes import run_probe
 from monitor.probes.http import DnsChannel
-from monitor.scheduler import Scheduler
+from monitor.scheduler import STALL, Scheduler
 from monitor.server import HostPolicy, Unavailable, build_app
 from monitor.store import Store, StoreError, open_store
-from monitor.timefmt import rfc3339
+from monitor.timefmt import human_duration, rfc3339
 from monitor.tracker import TargetTracker
 
 log = logging.getLogger("monitor")
@@ -89,6 +91,7 @@ class Monitor:
         uptime_refresh: float = UPTIME_REFRESH,
         prune_interval: float = PRUNE_INTERVAL,
         clock: Callable[[], float] = time.time,
+        max_in_flight: int | None = None,
     ) -> None:
         self.config = config
         self.uptime_refresh = uptime_refresh
@@ -109,11 +112,16 @@ class Monitor:
         self.trackers: dict[str, TargetTracker] = {}
         self.last: dict[str, ProbeResult] = {}
         self.scheduler = Scheduler(self.tick, on_lateness=self.metrics.lateness.observe,
-                                   on_skipped=self._skipped, clock=clock)
+                                   on_skipped=self._skipped, clock=clock,
+                                   max_in_flight=max_in_flight)
+        self.metrics.in_flight.set_function(lambda: self.scheduler.in_flight)
+        self.connectivity = Connectivity(config.connectivity, on_change=self._connectivity,
+                                         clock=clock)
+        self._run_started = 0.0  # start of the store's current run period
+        self._offline_at = 0.0  # start of the latest offline period
         self._tasks: list[asyncio.Task[None]] = []
         self._dns: DnsChannel | None = None
         self._reload_lock = asyncio.Lock()  # one reload at a time (SIGHUP and POST race)
-        self._run_started = 0.0  # start of the current run period: known time begins here
 
     def _notifications(self, config: Config) -> Notifications:
         def count(notifier: str, outcome: str) -> None:
@@ -145,6 +153,7 @@ class Monitor:
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(self._clock())
         self.scheduler.start(targets)
+        self.connectivity.start()
         # The first refresh waits for the first probes to give the run some known time.
         self._tasks.append(asyncio.create_task(guarded_loop(
             "uptime refresh", self.refresh_uptime, self.uptime_refresh,
@@ -157,6 +166,7 @@ class Monitor:
         for task in self._tasks:
             task.cancel()
         await self.scheduler.shutdown()
+        await self.connectivity.stop()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -168,16 +178,19 @@ class Monitor:
 
     async def apply(self, config: Config) -> None:
         """Switch to a new, already validated config. Unchanged targets keep their schedule."""
-        for field in ("location", "server", "store"):
+        for field in ("location", "server", "store", "limits"):
             if getattr(config, field) != getattr(self.config, field):
                 log.warning("config: %s changed; it takes effect after a restart", field)
         config = replace(config, location=self.location, server=self.config.server,
-                         store=self.config.store)
+                         store=self.config.store, limits=self.config.limits)
         targets = self.targets(config)
         added, removed, changed = self.scheduler.update(targets)
         for name in removed:
             self.trackers.pop(name, None)
             self.last.pop(name, None)
+        for target in self.config.targets:
+            if target.name in removed:
+                self.connectivity.forget(target.url)
         for t in targets:
             tracker = self.trackers.get(t.name)
             if tracker is None:
@@ -193,6 +206,8 @@ class Monitor:
             await new.start()
         self.notifications.set_targets(targets)
         self.config = config
+        self.connectivity.settings = config.connectivity
+        self.connectivity.start()
         log.info("config reloaded from %s: %d targets (%d added, %d removed, %d changed)",
                  config.source, len(targets), len(added), len(removed), len(changed))
 
@@ -219,6 +234,8 @@ class Monitor:
 
     async def tick(self, target: Target) -> None:
         result = await self._probe(target)
+        result = await self.connectivity.judge(result, target)  # `local` while offline
+        result = self._stall_judged(result, target)
         if target.name not in self.trackers:  # removed by a reload while probing
             return
         self.last[target.name] = result
@@ -267,6 +284,32 @@ class Monitor:
             if tracker.state is State.DOWN:
                 self.metrics.set_state(name, State.DOWN, now)
 
+    def _stall_judged(self, result: ProbeResult, target: Target) -> ProbeResult:
+        """A timeout during which the event loop stood still is the monitor's fault."""
+        if result.failure is not Failure.TIMEOUT:
+            return result
+        stalled = self.scheduler.stalled(result.started_at, result.started_at + result.duration)
+        if stalled < max(STALL, target.timeout / 10):
+            return result
+        return replace(result, failure=Failure.LOCAL,
+                       message=f"monitor overloaded: its event loop stalled {stalled:.1f}s "
+                               f"during the probe ({result.message})")
+
+    async def _connectivity(self, change: Change) -> None:
+        """Offline time is not known time: it ends the store's run, coming back starts one."""
+        if change.offline:
+            at = self._offline_at = max(change.at, self._run_started)
+            self.metrics.offline.set(1)
+            log.warning("monitor OFFLINE from %s since %s: %s; results count as unknown "
+                        "until it is back", self.location, rfc3339(at), change.evidence)
+            await self.run_period_ended(at)
+        else:
+            self.metrics.offline.set(0)
+            log.warning("monitor back ONLINE from %s since %s after %s offline: %s",
+                        self.location, rfc3339(change.at),
+                        human_duration(change.at - self._offline_at), change.evidence)
+            await self.run_period_started(change.at)
+
     def _skipped(self, reason: str) -> None:
         self.metrics.missed_runs.labels(self.location, reason).inc()
 
@@ -288,6 +331,15 @@ class Monitor:
 
     def now(self) -> float:
         return self._clock()
+
+    def offline_json(self) -> dict[str, Any] | None:
+        """None while online; else since when the monitor is offline, and why."""
+        status = self.connectivity.status()
+        if status is None:
+            return None
+        since = status["since"]
+        return {"since": rfc3339(since) if isinstance(since, float) else None,
+                "evidence": status["evidence"]}
 
     def targets_json(self) -> list[dict[str, Any]]:
         out = []
@@ -346,6 +398,9 @@ async def run_monitor(
 
     Raises StartupError (one line: the cause and the fix) if the store is damaged or cannot
     be written, or the port cannot be bound."""
+    nofile = raise_nofile_limit()
+    connections = server_slots(config.limits.server_connections, nofile)
+    in_flight = probe_slots(config.limits.max_probes_in_flight, nofile, connections)
     store = open_store(config.store)
     try:
         await store.open()
@@ -353,21 +408,30 @@ async def run_monitor(
     except StoreError as exc:
         await store.close()
         raise StartupError(str(exc)) from None
+    loop = asyncio.get_running_loop()
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(AcceptErrors())
     monitor = Monitor(config, store, shard=shard, uptime_refresh=uptime_refresh,
-                      prune_interval=prune_interval)
+                      prune_interval=prune_interval, max_in_flight=in_flight)
     host = listen or config.server.listen
     bind_port = config.server.port if port is None else port
+    # The keep-alive timeout runs from the moment a connection opens: it is the header
+    # read timeout too (aiohttp closes a connection still waiting for a whole request).
     runner = web.AppRunner(build_app(monitor, monitor.registry, config.server.token,
                                      exposition=monitor.metrics.exposition,
                                      hosts=HostPolicy(host, config.server.allowed_hosts)),
-                           access_log=None, handle_signals=False)
+                           access_log=None, handle_signals=False,
+                           keepalive_timeout=config.limits.server_header_timeout)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, bind_port).start()
+        listener = await serve(runner, host, bind_port, connections)
     except OSError as exc:
         await runner.cleanup()
         await store.close()
+        loop.set_exception_handler(previous_handler)
         raise StartupError(f"cannot listen on {host}:{bind_port}: {exc.strerror}") from None
+    log.info("limits: %d descriptors, %d probes in flight, %d server connections",
+             nofile, in_flight, connections)
     try:
         await monitor.start()
         log.info("started: location=%s, %d targets, listening on http://%s:%d/ (store %s)",
@@ -379,9 +443,11 @@ async def run_monitor(
         await asyncio.Event().wait()  # until cancelled
     finally:
         started = time.monotonic()
+        listener.close()
         await monitor.stop()
         await runner.cleanup()
         await store.close()
+        loop.set_exception_handler(previous_handler)
         log.info("stopped %s in %.1fs", monitor.location, time.monotonic() - started)
 
 

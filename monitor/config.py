@@ -56,6 +56,28 @@ class MetricsConfig:
     per_target_histogram: bool = True  # can be switched off at large scale
 
 
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """What the daemon may use of the machine (None: derived from RLIMIT_NOFILE at start)."""
+
+    max_probes_in_flight: int | None = None
+    server_connections: int | None = None  # connections to the daemon's own HTTP server
+    server_header_timeout: float = 5.0  # idle or half-sent requests are closed after this
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectivityConfig:
+    """How the monitor tells its own network outage from the sites' (monitor.connectivity)."""
+
+    checks: tuple[str, ...] = ()  # TCP host:port endpoints; empty: the failing-share rule
+    interval: float = 30.0  # seconds between check rounds (and back-online checks)
+    timeout: float = 3.0  # per check round
+    # Without checks: this share of hosts failing at once = offline. Off by default: from
+    # inside, a real outage of most sites at once (2022) looks the same.
+    failing_share: float | None = None
+    min_hosts: int = 3  # ... out of at least this many distinct hosts
+
+
 NOTIFIER_TYPES: tuple[str, ...] = (
     "webhook",
     "slack",
@@ -88,6 +110,8 @@ class Config:
     store: StoreConfig
     metrics: MetricsConfig
     targets: tuple[Target, ...]
+    limits: LimitsConfig = LimitsConfig()
+    connectivity: ConnectivityConfig = ConnectivityConfig()
     notifiers: tuple[NotifierConfig, ...] = ()
     # `maintenance:` kept raw (like NotifierConfig.settings), validated by monitor.notify;
     # the line of each window, so its errors can name it too.
@@ -230,6 +254,8 @@ _TOP_KEYS = (
     "server",
     "store",
     "metrics",
+    "limits",
+    "connectivity",
     "defaults",
     "targets",
     "notifiers",
@@ -239,6 +265,9 @@ _SERVER_KEYS = ("listen", "port", "token", "allowed_hosts", "allow_public_withou
 _STORE_KEYS = ("path", "retention")
 _RETENTION_KEYS = ("minutes", "hours", "outages")
 _METRICS_KEYS = ("duration_buckets", "per_target_histogram")
+_LIMITS_KEYS = ("max_probes_in_flight", "server_connections", "server_header_timeout")
+_CONNECTIVITY_KEYS = ("checks", "interval", "timeout", "failing_share", "min_hosts")
+_ENDPOINT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
 _EXPECT_KEYS = ("status", "body_contains", "body_regex")
 _TARGET_KEYS = (
     "name",
@@ -627,6 +656,8 @@ class _Parser:
         server = self.server(node.get("server"))
         store = self.store(node.get("store"))
         metrics = self.metrics(node.get("metrics"))
+        limits = self.limits(node.get("limits"))
+        connectivity = self.connectivity(node.get("connectivity"))
         notifiers = self.notifiers(node.get("notifiers"))  # before targets: they refer to them
         defaults = self.defaults(node.get("defaults"))
         targets = self.targets(node.get("targets"), root, defaults)
@@ -639,6 +670,8 @@ class _Parser:
             store=store,
             metrics=metrics,
             targets=targets,
+            limits=limits,
+            connectivity=connectivity,
             notifiers=notifiers,
             raw_maintenance=windows,
             maintenance_lines=tuple(line for _, line in maintenance),
@@ -781,6 +814,75 @@ class _Parser:
                 default.per_target_histogram,
             ),
         )
+
+    def limits(self, node: Node | None) -> LimitsConfig:
+        items = self.section(node, "limits", _LIMITS_KEYS)
+        default = LimitsConfig()
+
+        def count(n: Node, p: str) -> int | None:
+            if (isinstance(n, ScalarNode) and n.value == "auto") or _is_null(n):
+                return None
+            try:
+                return self.integer(n, p, 1)
+            except _Invalid:
+                raise _Invalid(f"must be a whole number of at least 1 or 'auto', got {_got(n)}")\
+                    from None
+
+        return LimitsConfig(
+            max_probes_in_flight=self.field(
+                items, "max_probes_in_flight", "limits", count, default.max_probes_in_flight
+            ),
+            server_connections=self.field(
+                items, "server_connections", "limits", count, default.server_connections
+            ),
+            server_header_timeout=self.field(
+                items, "server_header_timeout", "limits", self.positive_duration,
+                default.server_header_timeout,
+            ),
+        )
+
+    def connectivity(self, node: Node | None) -> ConnectivityConfig:
+        items = self.section(node, "connectivity", _CONNECTIVITY_KEYS)
+        default = ConnectivityConfig()
+        path = "connectivity"
+        return ConnectivityConfig(
+            checks=self.field(items, "checks", path, self.endpoints, default.checks),
+            interval=self.field(items, "interval", path, self.positive_duration,
+                                default.interval),
+            timeout=self.field(items, "timeout", path, self.positive_duration, default.timeout),
+            failing_share=self.field(items, "failing_share", path, self.share,
+                                     default.failing_share),
+            min_hosts=self.field(items, "min_hosts", path, lambda n, p: self.integer(n, p, 1),
+                                 default.min_hosts),
+        )
+
+    def endpoints(self, node: Node, path: str) -> tuple[str, ...]:
+        if _is_null(node):
+            return ()
+        if not isinstance(node, SequenceNode):
+            raise _Invalid(f"must be a list of host:port endpoints, got {_what(node)}")
+        found: list[str] = []
+        for i, item in enumerate(node.value):
+            try:
+                value = self.attempt(self.string, item, f"{path}[{i}]")
+            except _Reported:
+                continue
+            match = _ENDPOINT.fullmatch(value)
+            if match is None or not 1 <= int(match.group(2)) <= 65535:
+                self.error(item, f"{path}[{i}]",
+                           f"must be host:port (like 1.1.1.1:443 or [2606:4700::1111]:443), "
+                           f"got {value!r}")
+            else:
+                found.append(value)
+        return tuple(found)
+
+    def share(self, node: Node, path: str) -> float | None:
+        if _is_null(node) or (isinstance(node, ScalarNode) and node.value == "off"):
+            return None
+        value = self.number(node, path)
+        if not 0 < value <= 1:
+            raise _Invalid(f"must be more than 0 and at most 1, or off, got {_got(node)}")
+        return value
 
     def buckets(self, node: Node, path: str) -> tuple[float, ...]:
         if not isinstance(node, SequenceNode) or not node.value:

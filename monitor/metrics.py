@@ -124,8 +124,8 @@ class Metrics:
             ["location"], buckets=LATENESS_BUCKETS, registry=own,
         ).labels(location)
         self.missed_runs = Counter(
-            "monitor_scheduler_missed_runs", "Scheduled probe runs skipped (missed, coalesced "
-            "or still running).", ["location", "reason"], registry=own,
+            "monitor_scheduler_missed_runs", "Scheduled probe runs skipped (missed, coalesced, "
+            "still running or overloaded).", ["location", "reason"], registry=own,
         )
         self.reload_success = Gauge(
             "monitor_config_reload_success", "1 if the last configuration load worked.",
@@ -140,6 +140,14 @@ class Metrics:
             "monitor_notifications", "Notification delivery attempts by outcome.",
             ["location", "notifier", "outcome"], registry=own,
         )
+        self.offline = Gauge(
+            "monitor_offline", "1 while the monitor's own network is down (results unknown).",
+            ["location"], registry=own,
+        ).labels(location)
+        self.offline.set(0)
+        self.in_flight = Gauge(
+            "monitor_probes_in_flight", "Probes running now.", ["location"], registry=own,
+        ).labels(location)
 
     # --- updates -------------------------------------------------------------------------
 

@@ -10,7 +10,17 @@ its interval, so the schedule stays evenly spread; every run is a task of its ow
 
 Per target, as before: a run whose previous one is still going is skipped ("still_running"),
 a slot job that fires late starts its overdue targets at once and reports their lateness,
-and coalesced or missed slot runs count once per target in the slot. Runs look their target
+and coalesced or missed slot runs count once per target in the slot.
+
+At most `max_in_flight` runs go at once (descriptors are finite). A run due while every
+slot is taken waits, first come first served; one that cannot start within half its
+interval of its due time is skipped ("overloaded"): its target is neither blamed nor
+timed out, since a probe's own deadline starts when the probe does. Each overload episode
+logs one warning when it begins and one line when the queue has drained.
+
+A watch task notices when the event loop itself stalls (CPU starvation, a paused process):
+`stalled(since, until)` says how long it stood still in a window, so that the app can
+count a timeout that the stall caused as the monitor's fault, not the site's. Runs look their target
 up by name when they start, so a reload that changes a target takes effect at its next run.
 
 Imports apscheduler and monitor.model only.
@@ -24,6 +34,7 @@ import logging
 import math
 import time
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
@@ -43,6 +54,10 @@ from monitor.model import Target
 log = logging.getLogger("monitor.scheduler")
 
 RunTarget = Callable[[Target], Awaitable[None]]
+WATCH_STEP = 0.1  # seconds between two looks at the event loop's timeliness
+STALL = 0.25  # a look this much later than asked is a stall
+STALLS_KEPT = 600.0  # seconds of stall history kept (longer than any probe timeout)
+EPISODE_QUIET = 60.0  # seconds without a skipped run that end an overload episode
 SLOT_SECONDS = 1.0  # length of one slot job's share of an interval (shorter intervals: one)
 
 
@@ -78,8 +93,10 @@ class Scheduler:
         on_lateness: Callable[[float], None] = lambda _: None,
         on_skipped: Callable[[str], None] = lambda _: None,
         clock: Callable[[], float] = time.time,
+        max_in_flight: int | None = None,
     ) -> None:
         self._run = run
+        self.max_in_flight = max_in_flight  # None: no cap
         self._on_lateness = on_lateness
         self._on_skipped = on_skipped
         self._clock = clock
@@ -89,6 +106,14 @@ class Scheduler:
         self._due: dict[str, float] = {}  # slot job id → scheduled time of the run submitted
         self._pending: dict[str, tuple[asyncio.TimerHandle, float]] = {}  # name → start, due
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._waiting: deque[tuple[str, float]] = deque()  # name, due: runs waiting for a slot
+        self._queued: set[str] = set()
+        # The overload episode: began, last skip (monotonic), runs skipped.
+        self._episode: tuple[float, float, int] | None = None
+        self._stalls: deque[tuple[float, float]] = deque()  # start (POSIX time), length
+        self._watch: asyncio.Task[None] | None = None
+        self._asked = time.monotonic()  # when the watch last went to sleep
+        self._stall_logged = float("-inf")
         self._stopping = False
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
@@ -98,10 +123,15 @@ class Scheduler:
     def targets(self) -> dict[str, Target]:
         return dict(self._targets)
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
     def start(self, targets: Iterable[Target]) -> None:
         """Schedule the first set of targets, spread evenly over each interval."""
         targets = list(targets)
         self._scheduler.start()
+        self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
         now = self._clock()
         by_interval: dict[float, list[Target]] = {}
         for target in targets:
@@ -151,6 +181,11 @@ class Scheduler:
     async def shutdown(self) -> None:
         """Stop scheduling and cancel probes in flight."""
         self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         if self._scheduler.running:
             # A slot job submitted but not started would be cancelled before it runs, which
             # APScheduler logs as an error: let it start (and return at once) first.
@@ -160,12 +195,39 @@ class Scheduler:
         for handle, _ in self._pending.values():
             handle.cancel()
         self._pending.clear()
+        self._waiting.clear()
+        self._queued.clear()
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
         await asyncio.sleep(0)  # let the slot jobs APScheduler cancelled unwind
+
+    def stalled(self, since: float, until: float) -> float:
+        """Seconds the event loop stood still within [since, until] (POSIX times)."""
+        stalls = list(self._stalls)
+        # A stall just ended may not be recorded yet: other callbacks can run before the watch.
+        pending = time.monotonic() - self._asked - WATCH_STEP
+        if self._watch is not None and pending >= STALL:
+            stalls.append((self._clock() - pending, pending))
+        return sum(max(0.0, min(until, start + length) - max(since, start))
+                   for start, length in stalls)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            self._asked = time.monotonic()
+            await asyncio.sleep(WATCH_STEP)
+            late = time.monotonic() - self._asked - WATCH_STEP
+            now = self._clock()
+            if late >= STALL:
+                self._stalls.append((now - late, late))
+                if now - self._stall_logged >= EPISODE_QUIET:
+                    self._stall_logged = now
+                    log.warning("event loop stalled for %.1fs (CPU starvation or a paused "
+                                "process): timeouts during it count as unknown", late)
+            while self._stalls and self._stalls[0][0] < now - STALLS_KEPT:
+                self._stalls.popleft()
 
     # --- schedule bookkeeping -----------------------------------------------------------
 
@@ -238,10 +300,54 @@ class Scheduler:
         if name in self._running:  # the previous run is still going
             self._on_skipped("still_running")
             return
+        if name in self._queued:  # the previous run is still waiting for a slot
+            self._overloaded()
+            return
+        if self.max_in_flight is not None and len(self._running) >= self.max_in_flight:
+            self._waiting.append((name, due))
+            self._queued.add(name)
+            return
+        self._launch(target, due)
+
+    def _launch(self, target: Target, due: float) -> None:
+        name = target.name
         self._on_lateness(max(0.0, self._clock() - due))
         task = asyncio.get_running_loop().create_task(self._run_one(target))
         self._running[name] = task
-        task.add_done_callback(lambda _: self._running.pop(name, None))
+        task.add_done_callback(lambda _: self._finished(name))
+
+    def _finished(self, name: str) -> None:
+        self._running.pop(name, None)
+        if self._stopping:
+            return
+        limit = self.max_in_flight if self.max_in_flight is not None else len(self._waiting)
+        while self._waiting and len(self._running) < limit:
+            waiting, due = self._waiting.popleft()
+            self._queued.discard(waiting)
+            target = self._targets.get(waiting)
+            if target is None:  # removed by a reload while waiting
+                continue
+            if self._clock() - due > target.interval / 2:
+                self._overloaded()
+                continue
+            self._launch(target, due)
+        episode = self._episode
+        if not self._waiting and episode and time.monotonic() - episode[1] >= EPISODE_QUIET:
+            self._episode = None
+            log.info("scheduler caught up after %.0fs of overload: %d runs skipped",
+                     episode[1] - episode[0], episode[2])
+
+    def _overloaded(self) -> None:
+        """A run skipped because it could not start in time: counted, logged once an episode."""
+        self._on_skipped("overloaded")
+        now = time.monotonic()
+        if self._episode is None:
+            self._episode = (now, now, 0)
+            log.warning("scheduler overloaded: %d probes in flight (the cap); runs that cannot "
+                        "start within half their interval are skipped, not blamed on their "
+                        "targets (monitor_scheduler_missed_runs_total{reason=\"overloaded\"})",
+                        len(self._running))
+        self._episode = (self._episode[0], now, self._episode[2] + 1)
 
     async def _run_one(self, target: Target) -> None:
         try:

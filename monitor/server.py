@@ -86,6 +86,7 @@ class View(Protocol):
 
     def now(self) -> float: ...
     def targets_json(self) -> list[dict[str, Any]]: ...
+    def offline_json(self) -> dict[str, Any] | None: ...
     async def outages(self, *, target: str | None, since: float | None, until: float | None,
                       open: bool | None) -> list[TimedOutage]:
         """Newest first, each with its known and unknown time as of now. Raises Unavailable
@@ -134,7 +135,8 @@ def build_app(view: View, registry: CollectorRegistry, token: str | None = None,
 
     @routes.get("/api/v1/targets")
     async def targets(request: web.Request) -> web.Response:
-        return _json({"location": view.location, "targets": view.targets_json()})
+        return _json({"location": view.location, "offline": view.offline_json(),
+                      "targets": view.targets_json()})
 
     @routes.get("/api/v1/outages")
     async def outages(request: web.Request) -> web.Response:
@@ -388,7 +390,11 @@ def render_status_page(view: View, outages: list[TimedOutage], trouble: str | No
     if trouble is not None:
         outage_rows = [f"<tr class='down'><td colspan=6>The outage history is unavailable: "
                        f"{escape(trouble)}. Probing goes on; see the daemon's log.</td></tr>"]
-    return _PAGE.format(location=escape(view.location), rows="\n".join(rows),
+    offline = view.offline_json()
+    banner = "" if offline is None else (
+        f"<p class='offline'>This monitor is offline since {escape(offline['since'] or '')}: "
+        f"{escape(offline['evidence'])}. Results count as unknown until it is back.</p>")
+    return _PAGE.format(location=escape(view.location), rows="\n".join(rows), banner=banner,
                         outages="\n".join(outage_rows) or "<tr><td colspan=6>none</td></tr>",
                         now=rfc3339(now))
 
@@ -405,8 +411,10 @@ tr.up .state {{ color: #fff; background: #2e7d32; }}
 tr.down .state {{ color: #fff; background: #c62828; }}
 tr.unknown .state {{ color: #fff; background: #757575; }}
 h2 {{ margin-top: 2em; font-size: 1.1em; }}
+.offline {{ padding: .6em; color: #fff; background: #e65100; }}
 </style></head><body>
 <h1>Status from {location}</h1>
+{banner}
 <p>{now} · <a href="/api/v1/targets">targets JSON</a> · <a href="/api/v1/outages">outages JSON</a>
  · <a href="/metrics">metrics</a></p>
 <table><tr><th>target</th><th>url</th><th>state</th><th>since</th><th>uptime 30d</th>

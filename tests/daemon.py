@@ -24,8 +24,9 @@ class Daemon:
     """`python -m monitor run` on a config file; every log line is kept and can be awaited."""
 
     def __init__(self, config: Path, *, port: int | None = None, args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()) -> None:
         self.config = config
+        self.wrap = wrap  # a command to run it under, like ("prlimit", "--nofile=256:256")
         self.port = port or free_port()
         self.args = args
         self.env = {**os.environ, **(env or {})}
@@ -40,7 +41,7 @@ class Daemon:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "monitor", "run", "--config", str(self.config),
+            *self.wrap, sys.executable, "-m", "monitor", "run", "--config", str(self.config),
             "--port", str(self.port), *self.args,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=self.env,
             cwd=self.config.parent)
