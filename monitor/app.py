@@ -398,9 +398,6 @@ async def run_monitor(
 
     Raises StartupError (one line: the cause and the fix) if the store is damaged or cannot
     be written, or the port cannot be bound."""
-    nofile = raise_nofile_limit()
-    connections = server_slots(config.limits.server_connections, nofile)
-    in_flight = probe_slots(config.limits.max_probes_in_flight, nofile, connections)
     store = open_store(config.store)
     try:
         await store.open()
@@ -408,6 +405,9 @@ async def run_monitor(
     except StoreError as exc:
         await store.close()
         raise StartupError(str(exc)) from None
+    nofile = raise_nofile_limit()
+    connections = server_slots(config.limits.server_connections, nofile)
+    in_flight = probe_slots(config.limits.max_probes_in_flight, nofile, connections)
     loop = asyncio.get_running_loop()
     previous_handler = loop.get_exception_handler()
     loop.set_exception_handler(AcceptErrors())
