@@ -84,6 +84,7 @@ def _rollup_table(name: str) -> str:
         fail_http INTEGER NOT NULL DEFAULT 0,
         fail_content INTEGER NOT NULL DEFAULT 0,
         fail_error INTEGER NOT NULL DEFAULT 0,
+        fail_local INTEGER NOT NULL DEFAULT 0,  -- the monitor's own faults (unknown)
         latency_sum_ms INTEGER NOT NULL DEFAULT 0,  -- over successful probes only
         latency_min_ms INTEGER,
         latency_max_ms INTEGER,
