@@ -104,8 +104,11 @@ class Monitor:
         self.metrics.set_targets(targets)
         self.notifications.set_targets(targets)
         await self.notifications.start()
+        open_outages = {o.target: o for o in await self.store.open_outages(self.location)}
         for name, tracker in self.trackers.items():
             self.metrics.set_state(name, tracker.state, tracker.since)
+            if tracker.state is State.DOWN:  # the recorded start and cause, after a restart
+                self.metrics.set_open_outage(name, open_outages.get(name))
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(self._clock())
         self.scheduler.start(targets)
@@ -183,7 +186,6 @@ class Monitor:
             await self._on_transition(target, transition)
 
     async def _on_transition(self, target: Target, tr: Transition) -> None:
-        self.metrics.set_state(tr.target, tr.state, tr.at)
         if tr.state is State.DOWN:
             first = tr.first_failure or tr.result
             log.warning("%s DOWN from %s since %s: %s: %s (%d failed probes)", tr.target,
@@ -195,8 +197,10 @@ class Monitor:
             level = logging.INFO if tr.previous is State.UNKNOWN else logging.WARNING
             log.log(level, "%s UP from %s since %s", tr.target, self.location, rfc3339(tr.at))
         maintenance = self.notifications.in_maintenance(tr.target, tr.at)
-        await self.store.apply_transition(self.location, tr, maintenance,
-                                          self.notifications.for_transition(target, tr))
+        outage = await self.store.apply_transition(self.location, tr, maintenance,
+                                                   self.notifications.for_transition(target, tr))
+        self.metrics.set_state(tr.target, tr.state, tr.at)  # with the outage, no await between
+        self.metrics.set_open_outage(tr.target, outage if tr.state is State.DOWN else None)
         self.notifications.wake()
 
     def _skipped(self, reason: str) -> None:
