@@ -153,6 +153,9 @@ class Metrics:
             "When the configuration was last loaded successfully.", ["location"],
             registry=own,
         ).labels(location)
+        Gauge("monitor_notification_queue", "Notifications waiting in the outbox.",
+              ["location"], registry=own).labels(location).set_function(
+            lambda: float(self._notification_queue()))
         self.notifications = Counter(
             "monitor_notifications", "Notification delivery attempts by outcome.",
             ["location", "notifier", "outcome"], registry=own,

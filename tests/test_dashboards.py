@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.metrics import Metrics
-from monitor.model import PHASES, ProbeResult, State, Target
+from monitor.model import PHASES, Failure, Outage, ProbeResult, State, Target
 
 UIDS = {"monitor-overview", "monitor-target", "monitor-vantage"}
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
@@ -163,13 +163,16 @@ def test_metric_name_extraction() -> None:
 def test_the_daemon_exposes_every_metric_the_dashboards_and_rules_use() -> None:
     """The contract as monitor.metrics renders it, not just as DESIGN.md states it."""
     registry = CollectorRegistry()
-    metrics = Metrics("here", registry)
+    metrics = Metrics("here", registry, store_errors=lambda: {"full": 1})
     metrics.set_targets([Target(name="site", url="https://site.example/")])
     metrics.observe(ProbeResult(target="site", started_at=0.0, duration=0.2, ok=True,
                                 status=200, phases=dict.fromkeys(PHASES, 0.04),
                                 cert_expiry=2e9))
-    metrics.set_state("site", State.UP, 0.0)
+    metrics.set_state("site", State.DOWN, 0.0)
+    metrics.set_open_outage("site", Outage(1, "site", "here", 0.0, None, Failure.HTTP,
+                                           "HTTP 503", 2))
     metrics.set_uptime("site", "1d", 1.0)
+    metrics.missed_runs.labels("here", "missed").inc()
     metrics.lateness.observe(0.01)
     metrics.reload_success.set(1)
     metrics.notifications.labels("here", "mail", "failed").inc()

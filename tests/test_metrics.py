@@ -232,3 +232,11 @@ def test_an_outage_in_maintenance_counts_neither_as_up_nor_as_down() -> None:
     metrics.set_open_outage("rt", None)
     clock.now = 1600.0
     assert reg.get_sample_value("monitor_known_seconds_total", labels) == 200.0
+
+
+def test_the_notification_queue_is_read_at_scrape_time() -> None:
+    pending = [3]
+    metrics, reg = make(notification_queue=lambda: pending[0])
+    assert reg.get_sample_value("monitor_notification_queue", {"location": "here"}) == 3
+    pending[0] = 0
+    assert reg.get_sample_value("monitor_notification_queue", {"location": "here"}) == 0

@@ -70,7 +70,11 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
     names = promql.alert_names()
     assert len(names) == len(set(names))
     assert {"TargetDownEverywhere", "TargetBlockedSomewhere", "ProbesSlow",
-            "CertificateExpiringSoon", "MonitorNotScraped", "ProbesRunningLate"} <= set(names)
+            "CertificateExpiringSoon", "CertificateExpiringCritical", "CertificateExpired",
+            "TargetUptimeBelowObjective", "MonitorNotScraped", "ProbesRunningLate",
+            "MonitorMissedRuns", "MonitorProbesStalled", "MonitorStoreErrors",
+            "MonitorConfigReloadFailed", "NotificationsFailing",
+            "NotificationsRetrying"} <= set(names)
     firing: set[str] = set()
     quiet: set[str] = set()
     for path in UNIT_TESTS:
@@ -87,6 +91,22 @@ def test_unit_tests_load_the_shipped_rule_files() -> None:
     for path in UNIT_TESTS:
         for rule_file in load(path)["rule_files"]:
             assert (path.parent / rule_file).resolve() in {p.resolve() for p in promql.RULE_FILES}
+
+
+def test_an_outage_pages_without_a_for_on_top_of_the_monitors_confirmation() -> None:
+    (rule,) = [r for r in alert_rules() if r["alert"] == "TargetDownEverywhere"]
+    assert "for" not in rule and "keep_firing_for" not in rule
+    # Read from the scrape, not from a recorded verdict one evaluation later.
+    assert "monitor_target_up" in rule["expr"] and "monitor:target_up:down" not in rule["expr"]
+    # The record's facts reach the page.
+    assert {"started", "cause", "first_error", "dashboard"} <= rule["annotations"].keys()
+    assert "humanizeTimestamp" in rule["annotations"]["started"]
+
+
+def test_the_unit_tests_cover_missed_scrapes_and_monitors_that_went_away() -> None:
+    names = {test["name"] for path in UNIT_TESTS for test in load(path)["tests"]}
+    assert any("missed scrape" in n for n in names)
+    assert any("stops being scraped" in n for n in names)
 
 
 def test_alerts_carry_severity_summary_and_description() -> None:
