@@ -55,6 +55,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "monitor_tls_cert_expiry_timestamp_seconds": (
         "gauge", "When the server certificate expires (POSIX time)."),
     "monitor_target_up": ("gauge", "Confirmed state: 1 up, 0 down (absent while unknown)."),
+    "monitor_target_state_since_timestamp_seconds": (
+        "gauge", "When the confirmed state began (the first probe of its run)."),
     "monitor_outages": ("counter", "Outages opened."),
     "monitor_downtime_seconds": ("counter", "Confirmed downtime."),
     "monitor_known_seconds": (
@@ -82,7 +84,7 @@ class _Series:
 
     __slots__ = ("buckets", "cert_expiry", "count", "down_since", "downtime", "info",
                  "info_labels", "key", "known", "known_from", "open", "outages", "phases",
-                 "probes", "status", "success", "sum", "up", "uptime")
+                 "probes", "since", "status", "success", "sum", "up", "uptime")
 
     def __init__(self, key: str, info: tuple[tuple[str, str], ...], n_buckets: int) -> None:
         self.key = key  # 'target="…",location="…"', the labels every per-target sample has
@@ -97,6 +99,7 @@ class _Series:
         self.status = 0
         self.cert_expiry: float | None = None
         self.up: float | None = None
+        self.since: float | None = None  # when the confirmed state began
         self.down_since: float | None = None
         self.downtime = 0.0
         self.known_from: float | None = None  # start of the running known time
@@ -223,7 +226,9 @@ class Metrics:
                 series.known += max(0.0, now - series.known_from)
                 series.known_from = None
             series.up = None
+            series.since = None
             return
+        series.since = since
         if series.known_from is None:
             series.known_from = start
         if state is State.UP:
@@ -292,6 +297,7 @@ class Metrics:
         status = family(GaugeMetricFamily, "monitor_http_status_code")
         cert = family(GaugeMetricFamily, "monitor_tls_cert_expiry_timestamp_seconds")
         up = family(GaugeMetricFamily, "monitor_target_up")
+        state_since = family(GaugeMetricFamily, "monitor_target_state_since_timestamp_seconds")
         outages = family(CounterMetricFamily, "monitor_outages")
         downtime = family(CounterMetricFamily, "monitor_downtime_seconds")
         known = family(CounterMetricFamily, "monitor_known_seconds")
@@ -314,6 +320,8 @@ class Metrics:
                 outage_info.add_metric([name, loc, cause, error], 1.0)
             if s.up is not None:
                 up.add_metric([name, loc], s.up)
+                if s.since is not None:
+                    state_since.add_metric([name, loc], s.since)
             for window, ratio in s.uptime.items():
                 uptime.add_metric([name, loc, window], ratio)
             if s.success is None:  # not probed yet
@@ -340,7 +348,7 @@ class Metrics:
         for kind, n in self._store_errors().items():
             store_errors.add_metric([loc, kind], n)
         for fam in (store_errors, info, success, duration, phase, probes, status, cert, up,
-                    outages, downtime, known, open_since, outage_info, uptime):
+                    state_since, outages, downtime, known, open_since, outage_info, uptime):
             if fam.samples:  # an empty family would still print HELP and TYPE
                 yield fam
 
@@ -438,6 +446,9 @@ class Metrics:
             "monitor_tls_cert_expiry_timestamp_seconds",
             lambda s: None if s.success is None else s.cert_expiry)
         yield "monitor_target_up", gauge("monitor_target_up", lambda s: s.up)
+        yield "monitor_target_state_since_timestamp_seconds", gauge(
+            "monitor_target_state_since_timestamp_seconds",
+            lambda s: None if s.up is None else s.since)
         yield "monitor_outages", gauge("monitor_outages_total", lambda s: s.outages)
         yield "monitor_downtime_seconds", gauge(
             "monitor_downtime_seconds_total", lambda s: _running(s.downtime, s.down_since, now))

@@ -49,6 +49,7 @@ METRIC_CONTRACT: frozenset[str] = frozenset({
     "monitor_config_reload_success",
     # Added as built (DESIGN.md: extend, never rename).
     "monitor_known_seconds_total",
+    "monitor_target_state_since_timestamp_seconds",
     "monitor_outage_open_since_timestamp_seconds",
     "monitor_outage_info",
     "monitor_scheduler_missed_runs_total",

@@ -172,6 +172,7 @@ def test_known_time_and_downtime_count_as_the_record_does() -> None:
     clock.now = 1010.0
     assert reg.get_sample_value("monitor_known_seconds_total", labels) == 0  # still unknown
     metrics.set_state("rt", State.UP, 1004.0)  # confirmed at 1010 by a probe started at 1004
+    assert reg.get_sample_value("monitor_target_state_since_timestamp_seconds", labels) == 1004
     clock.now = 1100.0
     assert reg.get_sample_value("monitor_known_seconds_total", labels) == 96.0
     metrics.set_state("rt", State.DOWN, 1070.0)
@@ -236,7 +237,7 @@ def test_an_outage_in_maintenance_counts_neither_as_up_nor_as_down() -> None:
 
 def test_the_notification_queue_is_read_at_scrape_time() -> None:
     pending = [3]
-    metrics, reg = make(notification_queue=lambda: pending[0])
+    _, reg = make(notification_queue=lambda: pending[0])
     assert reg.get_sample_value("monitor_notification_queue", {"location": "here"}) == 3
     pending[0] = 0
     assert reg.get_sample_value("monitor_notification_queue", {"location": "here"}) == 0
