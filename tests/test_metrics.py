@@ -27,7 +27,8 @@ class Clock:
 
 def make(clock: Clock | None = None, **kwargs: object) -> tuple[Metrics, CollectorRegistry]:
     registry = CollectorRegistry()
-    metrics = Metrics("here", registry, buckets=(0.1, 1.0), clock=clock or Clock(1000.0),
+    kwargs.setdefault("buckets", (0.1, 1.0))
+    metrics = Metrics("here", registry, clock=clock or Clock(1000.0),
                       **kwargs)  # type: ignore[arg-type]
     metrics.set_targets([
         Target("rt", "https://user:secret@www.rt.com/path?token=x", labels=(("country", "ru"),)),
@@ -241,3 +242,16 @@ def test_the_notification_queue_is_read_at_scrape_time() -> None:
     assert reg.get_sample_value("monitor_notification_queue", {"location": "here"}) == 3
     pending[0] = 0
     assert reg.get_sample_value("monitor_notification_queue", {"location": "here"}) == 0
+
+
+def test_default_duration_buckets_resolve_fast_sites() -> None:
+    """Like the Prometheus clients' defaults: a 2 ms answer is not reported as 25 ms."""
+    from monitor.config import MetricsConfig
+
+    assert MetricsConfig().duration_buckets[0] <= 0.005
+    metrics, reg = make(buckets=MetricsConfig().duration_buckets)
+    metrics.observe(ok("rt", 0.002))
+    labels = {"target": "rt", "location": "here"}
+    assert reg.get_sample_value("monitor_probe_duration_seconds_bucket",
+                                {**labels, "le": "0.005"}) == 1
+    assert MetricsConfig().duration_buckets[-1] >= 30  # the longest timeouts still fit
