@@ -82,7 +82,8 @@ def public_url(url: str) -> str:
 class _Series:
     """Run-time metric state of one target."""
 
-    __slots__ = ("buckets", "cert_expiry", "count", "down_since", "downtime", "info",
+    __slots__ = ("buckets", "cert_expiry", "count", "down_since", "down_until", "downtime",
+                 "info",
                  "info_labels", "key", "known", "known_from", "open", "outages", "phases",
                  "probes", "since", "status", "success", "sum", "up", "uptime")
 
@@ -101,6 +102,9 @@ class _Series:
         self.up: float | None = None
         self.since: float | None = None  # when the confirmed state began
         self.down_since: float | None = None
+        # While down: where the running downtime stops if the probes since then succeed
+        # (the record ends an outage at the first successful probe of the recovery).
+        self.down_until: float | None = None
         self.downtime = 0.0
         self.known_from: float | None = None  # start of the running known time
         self.known = 0.0
@@ -128,6 +132,7 @@ class Metrics:
         self._buckets = tuple(sorted(float(b) for b in buckets if not math.isinf(b)))
         self.per_target_histogram = per_target_histogram
         self._clock = clock
+        self._rendered = 0.0  # when a scrape last read the counters (they never go back)
         # Known time and downtime count from here at the earliest: before this run the
         # monitor did not watch, and the record counts that gap as unknown.
         self.started = clock()
@@ -194,6 +199,11 @@ class Metrics:
         if series is None:  # target removed while its probe ran
             return
         series.success = 1.0 if result.ok else 0.0
+        if series.down_since is not None and not result.unknown:
+            if not result.ok:  # still down: the downtime runs on, the gap included
+                series.down_until = None
+            elif series.down_until is None:  # perhaps the first probe of the recovery
+                series.down_until = max(result.started_at, self._rendered)
         series.probes["ok" if result.ok else (result.failure or Failure.ERROR).value] += 1
         series.status = result.status or 0
         series.phases = dict(result.phases)
@@ -219,8 +229,8 @@ class Metrics:
         now = self._clock()
         start = min(now, max(since if since is not None else now, self.started))
         if series.down_since is not None:  # close the running downtime
-            series.downtime += max(0.0, now - series.down_since)
-            series.down_since = None
+            series.downtime += _running(0.0, series.down_since, now, series.down_until)
+            series.down_since = series.down_until = None
         if state is State.UNKNOWN:
             if series.known_from is not None:
                 series.known += max(0.0, now - series.known_from)
@@ -284,7 +294,7 @@ class Metrics:
     def collect(self) -> Iterable[Metric]:
         yield from self._own.collect()
         loc = self.location
-        now = self._clock()
+        now = self._rendered = self._clock()
         extra = self._info_extra
 
         def family(kind: type[Metric], name: str, *labels: str) -> Metric:
@@ -312,7 +322,8 @@ class Metrics:
             info.add_metric([name, loc, values["url"], values["kind"],
                              *(values.get(k, "") for k in extra)], 1.0)
             outages.add_metric([name, loc], s.outages)
-            downtime.add_metric([name, loc], _running(s.downtime, s.down_since, now))
+            downtime.add_metric([name, loc],
+                                _running(s.downtime, s.down_since, now, s.down_until))
             known.add_metric([name, loc], _running(s.known, s.known_from, now))
             if s.open is not None:
                 since, cause, error = s.open
@@ -367,7 +378,7 @@ class Metrics:
             yield "".join(f"monitor_store_errors_total{{{labels}}} {_num(n)}\n"
                           for labels, n in errors).encode()
         series = list(self._series.values())
-        now = self._clock()
+        now = self._rendered = self._clock()
         for name, render in self._renderers(now):
             started = False
             for i in range(0, len(series), chunk):
@@ -451,7 +462,8 @@ class Metrics:
             lambda s: None if s.up is None else s.since)
         yield "monitor_outages", gauge("monitor_outages_total", lambda s: s.outages)
         yield "monitor_downtime_seconds", gauge(
-            "monitor_downtime_seconds_total", lambda s: _running(s.downtime, s.down_since, now))
+            "monitor_downtime_seconds_total",
+            lambda s: _running(s.downtime, s.down_since, now, s.down_until))
         yield "monitor_known_seconds", gauge(
             "monitor_known_seconds_total", lambda s: _running(s.known, s.known_from, now))
         yield "monitor_outage_open_since_timestamp_seconds", open_since
@@ -459,9 +471,11 @@ class Metrics:
         yield "monitor_uptime_ratio", uptime
 
 
-def _running(total: float, since: float | None, now: float) -> float:
-    """A counter of seconds: what has been counted plus the period still running."""
-    return total + (max(0.0, now - since) if since is not None else 0.0)
+def _running(total: float, since: float | None, now: float, until: float | None = None) -> float:
+    """A counter of seconds: what has been counted plus the period still running (up to
+    `until`, when set, at the latest)."""
+    end = now if until is None else min(now, until)
+    return total + (max(0.0, end - since) if since is not None else 0.0)
 
 
 def _header(name: str, kind: str, help_text: str) -> str:

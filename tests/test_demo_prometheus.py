@@ -10,8 +10,9 @@ to demo-b only. The test then checks, against the monitors' own record (their SQ
 - every outage recorded at both locations paged TargetDownEverywhere within 60 s of its
   recorded start (the first failing probe), with the record's start and cause in the page;
 - geo paged only as TargetBlockedSomewhere, at demo-b, and never as an outage;
-- stopping the demo (both monitors gone) resolves nothing: kremlin's outage stays firing
-  in Prometheus and active in Alertmanager, and no "resolved" reaches the receiver;
+- stopping the demo (both monitors gone) resolves nothing: kremlin's outage and geo's
+  block stay firing in Prometheus, kremlin's stays active in Alertmanager, and no
+  "resolved" reaches the receiver;
 - every dashboard query returns data;
 - the dashboards' uptime equals `monitor report` for the same window within 0.1 pp.
 
@@ -392,6 +393,7 @@ async def test_the_demo_pages_for_every_recorded_outage(tmp_path: Path) -> None:
                 firing = await api.values('ALERTS{alertstate="firing"}', time.time(),
                                           "alertname", "target")
                 assert ("TargetDownEverywhere", STILL_DOWN) in firing, firing
+                assert ("TargetBlockedSomewhere", "geo") in firing, firing
                 async with session.get(
                         f"http://127.0.0.1:{alertmanager_port}/api/v2/alerts",
                         params={"filter": f'target="{STILL_DOWN}"'}) as r:
@@ -460,8 +462,9 @@ async def test_the_demo_pages_for_every_recorded_outage(tmp_path: Path) -> None:
                 and p.labels.get("target") in ("geo", "gazprom")]
     assert not [p for p in pages.all() if p.labels.get("alertname") == "TargetBlockedSomewhere"
                 and p.labels.get("target") != "geo"]
-    # Nothing about kremlin was resolved: the monitors went away, the outage did not end.
+    # Nothing open was resolved: the monitors went away, the outage and block did not end.
     assert not pages.first("resolved", "TargetDownEverywhere", target=STILL_DOWN)
+    assert not pages.first("resolved", "TargetBlockedSomewhere", target="geo")
 
     for location, (shown, recorded) in uptime.items():
         assert set(shown) == set(recorded) >= set(OUTAGE_TARGETS), (shown, recorded)

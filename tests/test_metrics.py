@@ -255,3 +255,45 @@ def test_default_duration_buckets_resolve_fast_sites() -> None:
     assert reg.get_sample_value("monitor_probe_duration_seconds_bucket",
                                 {**labels, "le": "0.005"}) == 1
     assert MetricsConfig().duration_buckets[-1] >= 30  # the longest timeouts still fit
+
+
+def test_downtime_ends_at_the_first_successful_probe_of_the_recovery() -> None:
+    """With up_after > 1 the recovery is confirmed later; the record ends the outage at the
+    first success, and so does the counter, without ever going back."""
+    clock = Clock(1000.0)
+    metrics, reg = make(clock)
+    labels = {"target": "rt", "location": "here"}
+    metrics.set_state("rt", State.DOWN, 1000.0)
+    clock.now = 1060.0
+    metrics.observe(ProbeResult("rt", 1060.0, 0.1, True, status=200))  # recovery run starts
+    clock.now = 1090.0
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 60.0
+    metrics.observe(ProbeResult("rt", 1090.0, 0.1, True, status=200))
+    metrics.set_state("rt", State.UP, 1060.0)  # confirmed by the second success
+    clock.now = 1200.0
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 60.0
+
+
+def test_a_success_between_failures_does_not_stop_the_downtime() -> None:
+    clock = Clock(1000.0)
+    metrics, reg = make(clock)
+    labels = {"target": "rt", "location": "here"}
+    metrics.set_state("rt", State.DOWN, 1000.0)
+    metrics.observe(ProbeResult("rt", 1060.0, 0.1, True, status=200))
+    metrics.observe(ProbeResult("rt", 1120.0, 2.0, False, Failure.TIMEOUT, "timed out"))
+    clock.now = 1150.0
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 150.0
+
+
+def test_the_downtime_counter_never_goes_back_for_a_success_it_has_outrun() -> None:
+    """A scrape during the recovering probe has shown downtime past its start."""
+    clock = Clock(1000.0)
+    metrics, reg = make(clock)
+    labels = {"target": "rt", "location": "here"}
+    metrics.set_state("rt", State.DOWN, 1000.0)
+    clock.now = 1060.5  # scraped while the probe started at 1060 runs
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 60.5
+    metrics.observe(ProbeResult("rt", 1060.0, 0.8, True, status=200))
+    clock.now = 1061.0
+    metrics.set_state("rt", State.UP, 1060.0)
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 60.5
