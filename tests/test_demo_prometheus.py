@@ -421,6 +421,12 @@ async def test_the_demo_pages_for_every_recorded_outage(tmp_path: Path) -> None:
                     "__range": f"{round((until - since) * 1000)}ms"})
                 shown = {t: v * 100 for t, v in
                          (await api.values(expr, until, "target")).items()}
+                # For comparison only: the state gauge's average, which the overview used.
+                averaged = await api.values(
+                    f'avg_over_time(monitor_target_up{{location="{location}"}}'
+                    f'[{round((until - since) * 1000)}ms])', until, "target")
+                print(f"{location}: avg_over_time(monitor_target_up) would show "
+                      + ", ".join(f"{t[0]} {v * 100:.2f}%" for t, v in sorted(averaged.items())))
                 uptime[location] = ({k[0]: v for k, v in shown.items()},
                                     monitor_report(data, location, since, until))
     finally:

@@ -131,6 +131,16 @@ def test_scrape_config_example() -> None:
     assert [DIR / f for f in config["rule_files"]] == list(promql.RULE_FILES)
 
 
+def test_the_demo_config_runs_the_production_rules_at_the_demos_pace() -> None:
+    demo = load(DIR / "prometheus.demo.yml")
+    production = load(DIR / "prometheus.yml")
+    assert demo["rule_files"] == production["rule_files"]
+    assert demo["alerting"] == production["alerting"]
+    # The demo probes every 2 s: scrape and evaluate every 5 s, for every job.
+    assert demo["global"] == {"scrape_interval": "5s", "evaluation_interval": "5s"}
+    assert all("scrape_interval" not in job for job in demo["scrape_configs"])
+
+
 def test_alertmanager_example() -> None:
     config = load(DIR / "alertmanager.yml")
     receivers = {r["name"] for r in config["receivers"]}
