@@ -198,8 +198,11 @@ class Metrics:
         series = self._series.get(result.target)
         if series is None:  # target removed while its probe ran
             return
+        if result.unknown:  # the monitor's own fault says nothing of the target: count only
+            series.probes[Failure.LOCAL.value] += 1
+            return
         series.success = 1.0 if result.ok else 0.0
-        if series.down_since is not None and not result.unknown:
+        if series.down_since is not None:
             if not result.ok:  # still down: the downtime runs on, the gap included
                 series.down_until = None
             elif series.down_until is None:  # perhaps the first probe of the recovery
@@ -335,12 +338,13 @@ class Metrics:
                     state_since.add_metric([name, loc], s.since)
             for window, ratio in s.uptime.items():
                 uptime.add_metric([name, loc, window], ratio)
-            if s.success is None:  # not probed yet
+            if s.success is not None or s.probes[Failure.LOCAL.value]:
+                for result, n in s.probes.items():
+                    probes.add_metric([name, loc, result], n)
+            if s.success is None:  # no probe result about the target yet
                 continue
             success.add_metric([name, loc], s.success)
             status.add_metric([name, loc], s.status)
-            for result, n in s.probes.items():
-                probes.add_metric([name, loc, result], n)
             for p in PHASES:
                 if p in s.phases:
                     phase.add_metric([name, loc, p], s.phases[p])
@@ -413,7 +417,7 @@ class Metrics:
                            for p in PHASES if p in s.phases)
 
         def probes(s: _Series, out: list[str]) -> None:
-            if s.success is not None:
+            if s.success is not None or s.probes[Failure.LOCAL.value]:
                 out.extend(f'monitor_probes_total{{{s.key},result="{r}"}} {_num(n)}\n'
                            for r, n in s.probes.items())
 

@@ -297,3 +297,22 @@ def test_the_downtime_counter_never_goes_back_for_a_success_it_has_outrun() -> N
     clock.now = 1061.0
     metrics.set_state("rt", State.UP, 1060.0)
     assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 60.5
+
+
+async def test_a_result_of_the_monitors_own_fault_is_counted_and_nothing_else() -> None:
+    """Class `local` (offline, out of descriptors): unknown, never the target's failure."""
+    metrics, reg = make()
+    labels = {"target": "rt", "location": "here"}
+    metrics.observe(ProbeResult("rt", 1000.0, 0.001, False, Failure.LOCAL, "network down"))
+    assert reg.get_sample_value("monitor_probes_total", {**labels, "result": "local"}) == 1
+    assert reg.get_sample_value("monitor_probe_success", labels) is None
+    assert reg.get_sample_value("monitor_probe_duration_seconds_count", labels) is None
+    streamed = b"".join([chunk async for chunk in metrics.exposition()]).decode()
+    assert 'monitor_probes_total{target="rt",location="here",result="local"} 1.0' in streamed
+    assert "monitor_probe_success{" not in streamed
+    metrics.observe(ok("rt", 0.05))
+    metrics.observe(ProbeResult("rt", 1010.0, 0.001, False, Failure.LOCAL, "network down"))
+    assert reg.get_sample_value("monitor_probe_success", labels) == 1  # the last real answer
+    assert reg.get_sample_value("monitor_http_status_code", labels) == 200
+    assert reg.get_sample_value("monitor_probe_duration_seconds_count", labels) == 1
+    assert reg.get_sample_value("monitor_probes_total", {**labels, "result": "local"}) == 2
