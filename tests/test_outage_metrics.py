@@ -66,6 +66,8 @@ async def test_open_outage_series_follow_the_record_across_a_restart(tmp_path: P
         # The first failing probe, two probes before the confirmation; the API says seconds.
         assert since is not None and recorded <= since < recorded + 1
         assert first_error(text) == record["message"] and "503" in str(record["message"])
+        # The state's own start is the outage's: "down since" in the dashboards' now table.
+        assert sample(text, "monitor_target_state_since_timestamp_seconds", **labels) == since
         assert sample(text, "monitor_target_up", **labels) == 0
         downtime = sample(text, "monitor_downtime_seconds_total", **labels)
         known = sample(text, "monitor_known_seconds_total", **labels)
