@@ -146,10 +146,11 @@ class Monitor:
         self.metrics.set_targets(targets)
         self.notifications.set_targets(targets)
         await self.notifications.start()
+        open_outages = {o.target: o for o in await self.store.open_outages(self.location)}
         for name, tracker in self.trackers.items():
-            # A resumed outage's downtime counts from now: the time the monitor was not
-            # running is unknown (the counter starts at 0 in each process, as counters do).
-            self.metrics.set_state(name, tracker.state, started)
+            self.metrics.set_state(name, tracker.state, tracker.since)
+            if tracker.state is State.DOWN:  # the recorded start and cause, after a restart
+                self.metrics.set_open_outage(name, open_outages.get(name))
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(self._clock())
         self.scheduler.start(targets)
@@ -246,14 +247,13 @@ class Monitor:
             await self._on_transition(target, transition)
 
     async def _on_transition(self, target: Target, tr: Transition) -> None:
-        # Downtime counts known time: not from a first failure before the monitor went
-        # offline (its results in between were skipped).
-        self.metrics.set_state(tr.target, tr.state, max(tr.at, self._run_started))
-        if tr.state is State.DOWN:
-            self.metrics.outage_opened(tr.target)
         maintenance = self.notifications.in_maintenance(tr.target, tr.at)
         outage = await self.store.apply_transition(
             self.location, tr, maintenance, self.notifications.for_transition(target, tr))
+        # The state and the outage change together, no await between: a scrape sees both.
+        # Known time and downtime never count from before the current run period.
+        self.metrics.set_state(tr.target, tr.state, tr.at)
+        self.metrics.set_open_outage(tr.target, outage if tr.state is State.DOWN else None)
         # Logged once the store has the outage (or has queued it, if writing fails), so
         # whoever reads the line finds the outage by its id.
         ident = "" if outage is None else f" (outage {outage.id})"
@@ -262,6 +262,7 @@ class Monitor:
             log.warning("%s DOWN from %s since %s%s: %s: %s (%d failed probes)", tr.target,
                         self.location, rfc3339(tr.at), ident, first.failure, first.message,
                         sum(tr.failures.values()))
+            self.metrics.outage_opened(tr.target)
         elif tr.state is State.UP:
             # A first confirmation after start is news, a recovery is worth a warning.
             level = logging.INFO if tr.previous is State.UNKNOWN else logging.WARNING
@@ -271,18 +272,16 @@ class Monitor:
 
     async def run_period_ended(self, now: float) -> None:
         """The monitor stops knowing (it went offline): the time from `now` is unknown, so
-        the store ends the run period and downtime stops counting."""
+        the store ends the run period; known time and downtime stop counting."""
         await self.store.end_run(now)
-        self.metrics.pause_downtime(now)
+        self.metrics.pause(now)
 
     async def run_period_started(self, now: float) -> None:
-        """The monitor knows again (back online): a new run period; downtime of targets
-        still down counts again from `now`."""
+        """The monitor knows again (back online): a new run period; known time and the
+        downtime of targets still down count again from `now`."""
         self._run_started = now
         await self.store.start_run(self.location, now)
-        for name, tracker in self.trackers.items():
-            if tracker.state is State.DOWN:
-                self.metrics.set_state(name, State.DOWN, now)
+        self.metrics.resume(now)
 
     def _stall_judged(self, result: ProbeResult, target: Target) -> ProbeResult:
         """A timeout during which the event loop stood still is the monitor's fault."""

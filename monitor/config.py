@@ -52,7 +52,9 @@ class StoreConfig:
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    duration_buckets: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+    # From 5 ms like the Prometheus clients' defaults, so fast sites are resolved too.
+    duration_buckets: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                           5, 10, 30)
     per_target_histogram: bool = True  # can be switched off at large scale
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -32,12 +33,15 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 
-from monitor.model import PHASES, Failure, ProbeResult, State, Target
+from monitor.model import PHASES, Failure, Outage, ProbeResult, State, Target
 
 RESULTS: tuple[str, ...] = ("ok", *(f.value for f in Failure))
 UPTIME_WINDOWS: dict[str, float] = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0,
                                     "365d": 365 * 86400.0}
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+FIRST_ERROR_MAX = 120  # characters of an outage's first error kept in its info label
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 EXPOSITION_CHUNK = 1000  # targets rendered between two yields to the event loop
 
 # name, type, help of the per-target families, in the order both renderings emit them.
@@ -51,8 +55,16 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "monitor_tls_cert_expiry_timestamp_seconds": (
         "gauge", "When the server certificate expires (POSIX time)."),
     "monitor_target_up": ("gauge", "Confirmed state: 1 up, 0 down (absent while unknown)."),
+    "monitor_target_state_since_timestamp_seconds": (
+        "gauge", "When the confirmed state began (the first probe of its run)."),
     "monitor_outages": ("counter", "Outages opened."),
     "monitor_downtime_seconds": ("counter", "Confirmed downtime."),
+    "monitor_known_seconds": (
+        "counter", "Time with a confirmed state while the monitor ran (uptime's denominator)."),
+    "monitor_outage_open_since_timestamp_seconds": (
+        "gauge", "While an outage is open: its recorded start, the first failing probe."),
+    "monitor_outage_info": (
+        "gauge", "While an outage is open: its cause and first error (1)."),
     "monitor_uptime_ratio": ("gauge", "Uptime over a window, counting known time only."),
 }
 
@@ -70,9 +82,10 @@ def public_url(url: str) -> str:
 class _Series:
     """Run-time metric state of one target."""
 
-    __slots__ = ("buckets", "cert_expiry", "count", "down_since", "downtime", "info",
-                 "info_labels", "key", "outages", "phases", "probes", "status", "success",
-                 "sum", "up", "uptime")
+    __slots__ = ("buckets", "cert_expiry", "count", "down_since", "down_until", "downtime",
+                 "info",
+                 "info_labels", "key", "known", "known_from", "open", "outages", "paused",
+                 "phases", "probes", "since", "status", "success", "sum", "up", "uptime")
 
     def __init__(self, key: str, info: tuple[tuple[str, str], ...], n_buckets: int) -> None:
         self.key = key  # 'target="…",location="…"', the labels every per-target sample has
@@ -87,8 +100,18 @@ class _Series:
         self.status = 0
         self.cert_expiry: float | None = None
         self.up: float | None = None
+        self.since: float | None = None  # when the confirmed state began
         self.down_since: float | None = None
+        # While down: where the running downtime stops if the probes since then succeed
+        # (the record ends an outage at the first successful probe of the recovery).
+        self.down_until: float | None = None
         self.downtime = 0.0
+        self.known_from: float | None = None  # start of the running known time
+        self.known = 0.0
+        # While the monitor is offline: (known time was counting, downtime was counting).
+        self.paused: tuple[bool, bool] | None = None
+        # The open outage: (recorded start, cause, first error), or None.
+        self.open: tuple[float, str, str] | None = None
         self.outages = 0
         self.uptime: dict[str, float] = {}
 
@@ -101,7 +124,7 @@ class Metrics:
         location: str,
         registry: CollectorRegistry,
         *,
-        buckets: Sequence[float] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        buckets: Sequence[float] = DURATION_BUCKETS,
         per_target_histogram: bool = True,
         store_errors: Callable[[], Mapping[str, int]] = dict,
         notification_queue: Callable[[], int] = lambda: 0,
@@ -111,6 +134,10 @@ class Metrics:
         self._buckets = tuple(sorted(float(b) for b in buckets if not math.isinf(b)))
         self.per_target_histogram = per_target_histogram
         self._clock = clock
+        self._rendered = 0.0  # when a scrape last read the counters (they never go back)
+        # Known time and downtime count from here at the earliest: before this run the
+        # monitor did not watch, and the record counts that gap as unknown.
+        self.started = clock()
         self._store_errors = store_errors  # read at scrape time: the store counts them
         self._notification_queue = notification_queue
         self._series: dict[str, _Series] = {}
@@ -136,6 +163,9 @@ class Metrics:
             "When the configuration was last loaded successfully.", ["location"],
             registry=own,
         ).labels(location)
+        Gauge("monitor_notification_queue", "Notifications waiting in the outbox.",
+              ["location"], registry=own).labels(location).set_function(
+            lambda: float(self._notification_queue()))
         self.notifications = Counter(
             "monitor_notifications", "Notification delivery attempts by outcome.",
             ["location", "notifier", "outcome"], registry=own,
@@ -178,7 +208,15 @@ class Metrics:
         series = self._series.get(result.target)
         if series is None:  # target removed while its probe ran
             return
+        if result.unknown:  # the monitor's own fault says nothing of the target: count only
+            series.probes[Failure.LOCAL.value] += 1
+            return
         series.success = 1.0 if result.ok else 0.0
+        if series.down_since is not None:
+            if not result.ok:  # still down: the downtime runs on, the gap included
+                series.down_until = None
+            elif series.down_until is None:  # perhaps the first probe of the recovery
+                series.down_until = max(result.started_at, self._rendered)
         series.probes["ok" if result.ok else (result.failure or Failure.ERROR).value] += 1
         series.status = result.status or 0
         series.phases = dict(result.phases)
@@ -192,30 +230,83 @@ class Metrics:
             series.count += 1
 
     def set_state(self, target: str, state: State, since: float | None) -> None:
-        """The tracker's confirmed state; `since` is when it began (for downtime)."""
+        """The tracker's confirmed state; `since` is when it began (for downtime).
+
+        Known time and downtime count, as the record does, from the confirmed start (the
+        first probe of the confirming run, before the confirmation), but never from before
+        this run. A counter never goes back, so a period ends when it is confirmed over.
+        """
         series = self._series.get(target)
         if series is None:
             return
         now = self._clock()
+        start = min(now, max(since if since is not None else now, self.started))
         if series.down_since is not None:  # close the running downtime
-            series.downtime += max(0.0, now - series.down_since)
-            series.down_since = None
+            series.downtime += _running(0.0, series.down_since, now, series.down_until)
+            series.down_since = series.down_until = None
         if state is State.UNKNOWN:
+            if series.known_from is not None:
+                series.known += max(0.0, now - series.known_from)
+                series.known_from = None
             series.up = None
-        elif state is State.UP:
+            series.since = None
+            return
+        series.since = since
+        if series.known_from is None:
+            series.known_from = start
+        if state is State.UP:
             series.up = 1.0
         else:
             series.up = 0.0
-            # Downtime counts from the confirmed start, which lies before the confirmation.
-            series.down_since = min(now, since) if since is not None else now
+            series.down_since = start
 
-    def pause_downtime(self, now: float) -> None:
-        """Stop counting downtime (the monitor went offline: the state is unknown); the
-        next `set_state(target, DOWN, since)` counts again from `since`."""
+    def set_open_outage(self, target: str, outage: Outage | None) -> None:
+        """The target's open outage from the record (None: none open).
+
+        Gives the recorded start, cause and first error to Prometheus. An outage in a
+        maintenance window counts neither as up nor as down, as in the record: its
+        downtime is dropped and known time stops from now on. Call it right after
+        `set_state`, with no await between, so that no scrape has shown that downtime.
+        """
+        series = self._series.get(target)
+        if series is None:
+            return
+        if outage is None or outage.ended_at is not None:
+            series.open = None
+            return
+        error = _UNPRINTABLE.sub(" ", outage.message).strip()[:FIRST_ERROR_MAX]
+        series.open = (outage.started_at, outage.cause.value, error)
+        if outage.maintenance:
+            now = self._clock()
+            series.down_since = None
+            if series.known_from is not None:
+                series.known += max(0.0, now - series.known_from)
+                series.known_from = None
+
+    def pause(self, now: float) -> None:
+        """The monitor stops knowing (offline): known time and downtime stop counting."""
         for series in self._series.values():
+            series.paused = (series.known_from is not None, series.down_since is not None)
             if series.down_since is not None:
-                series.downtime += max(0.0, now - series.down_since)
-                series.down_since = None
+                series.downtime += _running(0.0, series.down_since, now, series.down_until)
+                series.down_since = series.down_until = None
+            if series.known_from is not None:
+                series.known += max(0.0, now - series.known_from)
+                series.known_from = None
+
+    def resume(self, now: float) -> None:
+        """The monitor knows again (a new run period): what counted before the pause counts
+        again from `now`, and nothing counts from before it."""
+        self.started = max(self.started, now)
+        for series in self._series.values():
+            if series.paused is None:
+                continue
+            known, down = series.paused
+            series.paused = None
+            if known and series.known_from is None:
+                series.known_from = now
+            if down and series.down_since is None:
+                series.down_since = now
 
     def outage_opened(self, target: str) -> None:
         if (series := self._series.get(target)) is not None:
@@ -241,7 +332,7 @@ class Metrics:
     def collect(self) -> Iterable[Metric]:
         yield from self._own.collect()
         loc = self.location
-        now = self._clock()
+        now = self._rendered = self._clock()
         extra = self._info_extra
 
         def family(kind: type[Metric], name: str, *labels: str) -> Metric:
@@ -254,8 +345,13 @@ class Metrics:
         status = family(GaugeMetricFamily, "monitor_http_status_code")
         cert = family(GaugeMetricFamily, "monitor_tls_cert_expiry_timestamp_seconds")
         up = family(GaugeMetricFamily, "monitor_target_up")
+        state_since = family(GaugeMetricFamily, "monitor_target_state_since_timestamp_seconds")
         outages = family(CounterMetricFamily, "monitor_outages")
         downtime = family(CounterMetricFamily, "monitor_downtime_seconds")
+        known = family(CounterMetricFamily, "monitor_known_seconds")
+        open_since = family(GaugeMetricFamily, "monitor_outage_open_since_timestamp_seconds",
+                            "cause")
+        outage_info = family(GaugeMetricFamily, "monitor_outage_info", "cause", "first_error")
         uptime = family(GaugeMetricFamily, "monitor_uptime_ratio", "window")
         duration = family(HistogramMetricFamily, "monitor_probe_duration_seconds")
         bucket_names = [_le(b) for b in self._buckets]
@@ -264,18 +360,26 @@ class Metrics:
             info.add_metric([name, loc, values["url"], values["kind"],
                              *(values.get(k, "") for k in extra)], 1.0)
             outages.add_metric([name, loc], s.outages)
-            running = max(0.0, now - s.down_since) if s.down_since is not None else 0.0
-            downtime.add_metric([name, loc], s.downtime + running)
+            downtime.add_metric([name, loc],
+                                _running(s.downtime, s.down_since, now, s.down_until))
+            known.add_metric([name, loc], _running(s.known, s.known_from, now))
+            if s.open is not None:
+                since, cause, error = s.open
+                open_since.add_metric([name, loc, cause], since)
+                outage_info.add_metric([name, loc, cause, error], 1.0)
             if s.up is not None:
                 up.add_metric([name, loc], s.up)
+                if s.since is not None:
+                    state_since.add_metric([name, loc], s.since)
             for window, ratio in s.uptime.items():
                 uptime.add_metric([name, loc, window], ratio)
-            if s.success is None:  # not probed yet
+            if s.success is not None or s.probes[Failure.LOCAL.value]:
+                for result, n in s.probes.items():
+                    probes.add_metric([name, loc, result], n)
+            if s.success is None:  # no probe result about the target yet
                 continue
             success.add_metric([name, loc], s.success)
             status.add_metric([name, loc], s.status)
-            for result, n in s.probes.items():
-                probes.add_metric([name, loc, result], n)
             for p in PHASES:
                 if p in s.phases:
                     phase.add_metric([name, loc, p], s.phases[p])
@@ -294,7 +398,7 @@ class Metrics:
         for kind, n in self._store_errors().items():
             store_errors.add_metric([loc, kind], n)
         for fam in (store_errors, info, success, duration, phase, probes, status, cert, up,
-                    outages, downtime, uptime):
+                    state_since, outages, downtime, known, open_since, outage_info, uptime):
             if fam.samples:  # an empty family would still print HELP and TYPE
                 yield fam
 
@@ -313,7 +417,7 @@ class Metrics:
             yield "".join(f"monitor_store_errors_total{{{labels}}} {_num(n)}\n"
                           for labels, n in errors).encode()
         series = list(self._series.values())
-        now = self._clock()
+        now = self._rendered = self._clock()
         for name, render in self._renderers(now):
             started = False
             for i in range(0, len(series), chunk):
@@ -348,7 +452,7 @@ class Metrics:
                            for p in PHASES if p in s.phases)
 
         def probes(s: _Series, out: list[str]) -> None:
-            if s.success is not None:
+            if s.success is not None or s.probes[Failure.LOCAL.value]:
                 out.extend(f'monitor_probes_total{{{s.key},result="{r}"}} {_num(n)}\n'
                            for r, n in s.probes.items())
 
@@ -370,9 +474,15 @@ class Metrics:
                        f"{name}_count{{{s.key}}} {_num(s.count)}\n"
                        f"{name}_sum{{{s.key}}} {_num(s.sum)}\n")
 
-        def running(s: _Series) -> float:
-            return s.downtime + (max(0.0, now - s.down_since) if s.down_since is not None
-                                 else 0.0)
+        def open_since(s: _Series, out: list[str]) -> None:
+            if s.open is not None:
+                out.append(f'monitor_outage_open_since_timestamp_seconds{{{s.key},'
+                           f'cause="{s.open[1]}"}} {_num(s.open[0])}\n')
+
+        def outage_info(s: _Series, out: list[str]) -> None:
+            if s.open is not None:
+                out.append(f'monitor_outage_info{{{s.key},cause="{s.open[1]}",'
+                           f'first_error="{_escape(s.open[2])}"}} 1.0\n')
 
         yield "monitor_target_info", info
         yield "monitor_probe_success", gauge("monitor_probe_success", lambda s: s.success)
@@ -386,9 +496,25 @@ class Metrics:
             "monitor_tls_cert_expiry_timestamp_seconds",
             lambda s: None if s.success is None else s.cert_expiry)
         yield "monitor_target_up", gauge("monitor_target_up", lambda s: s.up)
+        yield "monitor_target_state_since_timestamp_seconds", gauge(
+            "monitor_target_state_since_timestamp_seconds",
+            lambda s: None if s.up is None else s.since)
         yield "monitor_outages", gauge("monitor_outages_total", lambda s: s.outages)
-        yield "monitor_downtime_seconds", gauge("monitor_downtime_seconds_total", running)
+        yield "monitor_downtime_seconds", gauge(
+            "monitor_downtime_seconds_total",
+            lambda s: _running(s.downtime, s.down_since, now, s.down_until))
+        yield "monitor_known_seconds", gauge(
+            "monitor_known_seconds_total", lambda s: _running(s.known, s.known_from, now))
+        yield "monitor_outage_open_since_timestamp_seconds", open_since
+        yield "monitor_outage_info", outage_info
         yield "monitor_uptime_ratio", uptime
+
+
+def _running(total: float, since: float | None, now: float, until: float | None = None) -> float:
+    """A counter of seconds: what has been counted plus the period still running (up to
+    `until`, when set, at the latest)."""
+    end = now if until is None else min(now, until)
+    return total + (max(0.0, end - since) if since is not None else 0.0)
 
 
 def _header(name: str, kind: str, help_text: str) -> str:

@@ -6,8 +6,10 @@ an integration test runs them against a real Prometheus.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.metrics import Metrics
-from monitor.model import PHASES, ProbeResult, State, Target
+from monitor.model import PHASES, Failure, Outage, ProbeResult, State, Target
 
 UIDS = {"monitor-overview", "monitor-target", "monitor-vantage"}
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
+# The monitor's own record (GET /api/v1/outages) through Grafana's Infinity data source,
+# provisioned with this uid (provisioning/datasources/prometheus.yml).
+RECORD_REF = {"type": "yesoreyeram-infinity-datasource", "uid": "monitor-record"}
 PANEL_TYPES = {"row", "stat", "state-timeline", "timeseries", "bargauge", "table"}
 PROVISIONING = promql.ROOT / "dashboards" / "grafana" / "provisioning"
 
@@ -94,7 +99,10 @@ def test_panels_are_well_formed(dashboards: list[dict[str, Any]]) -> None:
             ref_ids = [t["refId"] for t in panel["targets"]]
             assert len(ref_ids) == len(set(ref_ids)), where
             for target in panel["targets"]:
-                assert target["expr"].strip(), where
+                if target["datasource"] == RECORD_REF:
+                    assert target["url"].startswith("/api/v1/") and target["root_selector"], where
+                else:
+                    assert target["expr"].strip(), where
 
 
 def test_no_hard_coded_datasource(dashboards: list[dict[str, Any]]) -> None:
@@ -102,14 +110,14 @@ def test_no_hard_coded_datasource(dashboards: list[dict[str, Any]]) -> None:
         refs = datasource_refs(dashboard)
         assert refs
         for where, ref in refs:
-            assert ref == DATASOURCE_REF, f"{dashboard['uid']}{where}: {ref!r}"
-        # Every panel and every query names the variable itself (no inherited default).
+            assert ref in (DATASOURCE_REF, RECORD_REF), f"{dashboard['uid']}{where}: {ref!r}"
+        # Every panel and every query names its data source (no inherited default).
         for panel in promql.iter_panels(dashboard):
             if panel["type"] != "row":
-                assert panel["datasource"] == DATASOURCE_REF
-                assert all(t["datasource"] == DATASOURCE_REF for t in panel["targets"])
+                assert panel["datasource"] in (DATASOURCE_REF, RECORD_REF)
+                assert all(t["datasource"] == panel["datasource"] for t in panel["targets"])
         for annotation in dashboard["annotations"]["list"]:
-            assert annotation["datasource"] == DATASOURCE_REF
+            assert annotation["datasource"] in (DATASOURCE_REF, RECORD_REF)
 
 
 def test_datasource_location_and_target_variables(dashboards: list[dict[str, Any]]) -> None:
@@ -131,10 +139,15 @@ def test_datasource_location_and_target_variables(dashboards: list[dict[str, Any
 
 def test_queries_filter_by_the_variables(dashboards: list[dict[str, Any]]) -> None:
     """Every query of a per-target series honours $target; raw series honour $location."""
+    process_wide = re.compile(r"monitor_(scheduler|store|notification|config)_|"
+                              r"monitor:scheduler_|up\{job=")
     for uid, title, expr in promql.raw_dashboard_queries():
-        if promql.monitor_metrics(expr) or "monitor:target_up:blocked" in expr:
+        if promql.monitor_metrics(expr) or re.search(r"monitor:(target_up:blocked|sched)", expr):
             assert 'location=~"$location"' in expr, (uid, title, expr)
-        assert 'target=~"$target"' in expr, (uid, title, expr)
+        if process_wide.search(expr):  # the monitor's own health: no target label
+            assert "target" not in expr, (uid, title, expr)
+        else:
+            assert 'target=~"$target"' in expr, (uid, title, expr)
 
 
 def test_every_metric_used_is_in_the_contract(dashboards: list[dict[str, Any]]) -> None:
@@ -163,13 +176,16 @@ def test_metric_name_extraction() -> None:
 def test_the_daemon_exposes_every_metric_the_dashboards_and_rules_use() -> None:
     """The contract as monitor.metrics renders it, not just as DESIGN.md states it."""
     registry = CollectorRegistry()
-    metrics = Metrics("here", registry)
+    metrics = Metrics("here", registry, store_errors=lambda: {"full": 1})
     metrics.set_targets([Target(name="site", url="https://site.example/")])
     metrics.observe(ProbeResult(target="site", started_at=0.0, duration=0.2, ok=True,
                                 status=200, phases=dict.fromkeys(PHASES, 0.04),
                                 cert_expiry=2e9))
-    metrics.set_state("site", State.UP, 0.0)
+    metrics.set_state("site", State.DOWN, 0.0)
+    metrics.set_open_outage("site", Outage(1, "site", "here", 0.0, None, Failure.HTTP,
+                                           "HTTP 503", 2))
     metrics.set_uptime("site", "1d", 1.0)
+    metrics.missed_runs.labels("here", "missed").inc()
     metrics.lateness.observe(0.01)
     metrics.reload_success.set(1)
     metrics.notifications.labels("here", "mail", "failed").inc()
@@ -217,9 +233,102 @@ def test_the_parse_check_rejects_bad_promql(tmp_path: Path) -> None:
 
 def test_outages_are_annotations_on_the_target_dashboard(dashboards: list[dict[str, Any]]) -> None:
     target = next(d for d in dashboards if d["uid"] == "monitor-target")
-    (annotation,) = target["annotations"]["list"]
-    assert annotation["enable"] is True
-    assert re.fullmatch(r'monitor_target_up\{.*\} == 0', annotation["expr"])
+    confirmed, recorded = target["annotations"]["list"]
+    assert confirmed["enable"] is True
+    assert re.fullmatch(r'monitor_target_up\{.*\} == 0', confirmed["expr"])
+    # The recorded periods: from the first failing probe, as the record has them.
+    assert recorded["datasource"] == RECORD_REF and recorded["enable"] is True
+    assert recorded["target"]["url"] == "/api/v1/outages"
+    columns = {c["text"]: c for c in recorded["target"]["columns"]}
+    assert recorded["mappings"]["time"]["value"] == "Start"
+    assert columns["Start"]["selector"] == "started_at" and columns["Start"]["type"] == "timestamp"
+    assert recorded["mappings"]["timeEnd"]["value"] == "End"
+    assert columns["End"]["selector"] == "ended_at"
+
+
+def record_queries(dashboards: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, Infinity query) of every panel and annotation reading the monitor's record."""
+    found = []
+    for dashboard in dashboards:
+        for panel in promql.iter_panels(dashboard):
+            found += [(f"{dashboard['uid']}: {panel['title']}", t)
+                      for t in panel.get("targets", []) if t["datasource"] == RECORD_REF]
+        found += [(f"{dashboard['uid']}: annotation {a['name']}", a["target"])
+                  for a in dashboard["annotations"]["list"] if a["datasource"] == RECORD_REF]
+    return found
+
+
+def test_the_outage_log_and_every_uptime_figure_follow_the_record(
+    dashboards: list[dict[str, Any]],
+) -> None:
+    overview = next(d for d in dashboards if d["uid"] == "monitor-overview")
+    titles = [p["title"] for p in promql.iter_panels(overview)]
+    assert "Outage log (the monitor's record)" in titles
+    assert "Now, per target and location" in titles
+    assert "The monitor's own health" in titles
+    where = {w for w, _ in record_queries(dashboards)}
+    assert "monitor-target: annotation Recorded outages" in where
+    # No uptime from averaging the state gauge: it disagrees with the record.
+    for uid, title, expr in promql.raw_dashboard_queries():
+        assert "avg_over_time(monitor_target_up" not in expr, (uid, title)
+        if "increase(monitor_downtime_seconds_total" in expr and "1 -" in expr:
+            assert "increase(monitor_known_seconds_total" in expr, (uid, title)
+
+
+def test_links_to_the_target_dashboard_never_leave_the_location_empty(
+    dashboards: list[dict[str, Any]],
+) -> None:
+    """A series without a location label links with the current location selection."""
+    for dashboard in dashboards:
+        for panel in promql.iter_panels(dashboard):
+            links = panel.get("fieldConfig", {}).get("defaults", {}).get("links", [])
+            exprs = [t.get("expr", "") for t in panel.get("targets", [])]
+            for link in links:
+                if "${__field.labels.location}" in link["url"]:
+                    assert all(re.search(r"monitor_\w+\{|monitor:target_up:blocked", e)
+                               and "by (target)" not in e for e in exprs), \
+                        (dashboard["uid"], panel["title"])
+
+
+async def test_every_record_query_is_answered_by_the_daemon(
+    dashboards: list[dict[str, Any]], tmp_path: Path,
+) -> None:
+    """The Infinity queries against a real `monitor run`: the path, its parameters as Grafana
+    fills them in, the root selector and every column selector exist in the answer."""
+    from daemon import Daemon
+    from servers import HttpServer
+
+    queries = record_queries(dashboards)
+    assert queries
+    async with HttpServer() as web:
+        web.status = 503
+        (tmp_path / "monitor.yaml").write_text(f"""\
+location: lab
+store: {{path: monitor.db}}
+defaults: {{interval: 1s, timeout: 500ms, down_after: 2}}
+targets:
+  - name: site
+    url: {web.url("/ok")}
+""")
+        async with Daemon(tmp_path / "monitor.yaml") as daemon:
+            await daemon.wait_for_log(r"site DOWN from lab since")
+            now = int(time.time())
+            grafana = {"${__from:date:seconds}": str(now - 3600),
+                       "${__to:date:seconds}": str(now + 60)}
+            for where, query in queries:
+                params = "&".join(f"{p['key']}={grafana.get(p['value'], p['value'])}"
+                                  for p in query["url_options"]["params"])
+                body: Any = None
+                for _ in range(100):  # the store writes the outage within a second
+                    status, body = await daemon.get_json(f"{query['url']}?{params}")
+                    assert status == 200, (where, body)
+                    if body[query["root_selector"]]:
+                        break
+                    await asyncio.sleep(0.1)
+                (row,) = body[query["root_selector"]]
+                for column in query["columns"]:
+                    assert column["selector"] in row, (where, column)
+                assert row["ended_at"] is None and row["target"] == "site"
 
 
 def test_state_timeline_maps_up_and_down(dashboards: list[dict[str, Any]]) -> None:
@@ -328,6 +437,11 @@ def test_grafana_provisioning_matches_compose(compose: dict[str, Any]) -> None:
     prometheus = next(d for d in datasources["datasources"] if d["type"] == "prometheus")
     assert prometheus["uid"] == "prometheus" and prometheus["isDefault"] is True
     assert prometheus["url"] == "http://prometheus:9090"
+    record = next(d for d in datasources["datasources"] if d["uid"] == RECORD_REF["uid"])
+    assert record["type"] == RECORD_REF["type"]
+    assert record["url"] == "http://monitor:9321"  # the monitor service of compose.yaml
+    assert record["url"] in record["jsonData"]["allowedHosts"]
+    assert RECORD_REF["type"] in grafana["environment"]["GF_INSTALL_PLUGINS"]
 
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home.startswith(dashboards_dir + "/")

@@ -1,12 +1,23 @@
-"""Integration proof of the dashboards and rules: `monitor demo` scraped by a real Prometheus.
+"""Integration proof of the rules, Alertmanager config and dashboards: `monitor demo` watched
+by a real Prometheus and a real Alertmanager, paging a loopback webhook receiver.
 
-Starts `python -m monitor demo` and Debian's `prometheus` on loopback, with the shipped
-recording rules and the shipped alerting rules (the `for:` of the two alerts it watches
-shortened, see `alert_rules_copy`), waits until the demo's outages have happened, then runs
-every PromQL expression of every dashboard panel through Prometheus's HTTP API and checks
-that the "down from every location" and "unreachable from some locations" alerts fire for
-the right targets. About a minute. Without `prometheus` it skips, except in CI (CI set):
-then it fails.
+Runs the SHIPPED files unchanged: prometheus.demo.yml (addresses and rule file paths
+rewritten), recording.rules.yml and alerts.rules.yml as they are, and alertmanager.yml
+(the webhook URL rewritten to the receiver). The demo plays one loop of CYCLE seconds:
+rt, duma and mil go down and come back, kremlin goes down and stays down, geo is refused
+to demo-b only. The test then checks, against the monitors' own record (their SQLite files):
+
+- every outage recorded at both locations paged TargetDownEverywhere within 60 s of its
+  recorded start (the first failing probe), with the record's start and cause in the page;
+- geo paged only as TargetBlockedSomewhere, at demo-b, and never as an outage;
+- stopping the demo (both monitors gone) resolves nothing: kremlin's outage and geo's
+  block stay firing in Prometheus, kremlin's stays active in Alertmanager, and no
+  "resolved" reaches the receiver;
+- every dashboard query returns data;
+- the dashboards' uptime equals `monitor report` for the same window within 0.1 pp.
+
+About three and a half minutes, most of it waiting for TargetBlockedSomewhere's `for: 2m`.
+Without prometheus or alertmanager it skips, except in CI (CI set): then it fails.
 
 Imports the standard library, aiohttp, PyYAML, pytest and the test helpers; the monitor
 runs in a subprocess, so nothing from the monitor package.
@@ -15,6 +26,7 @@ runs in a subprocess, so nothing from the monitor package.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import random
@@ -22,9 +34,12 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +47,22 @@ import aiohttp
 import promql
 import pytest
 import yaml
+from receivers import Receiver
 
 pytestmark = pytest.mark.integration
 
-CYCLE = 60  # seconds: every scenario window of the demo passes within the first loop
-WAIT_LIMIT = 120.0  # seconds to wait for the outages
+# One loop of the demo, long enough that every scenario plays once before geo's block
+# has paged (2 min `for` + 30 s group_wait) and kremlin's outage (from 60 % of the loop to
+# its end) is still open when the demo is stopped.
+CYCLE = 240
 LOCATIONS = ("demo-a", "demo-b")  # demo-b probes from 127.0.0.2, which geo refuses
-OUTAGE_TARGETS = frozenset({"rt", "duma", "mil", "kremlin"})  # down from every location
-# The alerts this test expects to fire; their `for` is shortened to SHORT_FOR (see
-# alert_rules_copy): longer than the skew between two locations confirming the same state
-# (one probe interval, 2 s, plus one scrape, 1 s), shorter than the demo's outages (> 10 s).
-WATCHED_ALERTS = ("TargetDownEverywhere", "TargetBlockedSomewhere")
-SHORT_FOR = "5s"
+OUTAGE_TARGETS = ("rt", "duma", "mil", "kremlin")  # down from every location
+STILL_DOWN = "kremlin"  # down when the demo is stopped
+PAGE_LIMIT = 60.0  # seconds from an outage's recorded start to its page
+WAIT_LIMIT = 300.0  # seconds to wait for every page
+AFTER_STOP = 25.0  # seconds to watch that nothing resolves once the demo is gone
+UPTIME_TOLERANCE = 0.1  # percentage points
+UPTIME_PANEL = ("monitor-overview", "Uptime over the dashboard range (as the record counts it)")
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -114,13 +133,13 @@ class Process:
             await self._reader
 
 
-def require_prometheus() -> str:
-    """Path of prometheus. Skips if it is missing, unless in CI (CI set): then fails."""
-    path = shutil.which("prometheus")
+def require(binary: str, package: str) -> str:
+    """Path of `binary`. Skips if it is missing, unless in CI (CI set): then fails."""
+    path = shutil.which(binary)
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail("prometheus is required in CI: install Debian's `prometheus` package")
-        pytest.skip("prometheus not installed (Debian: apt-get install prometheus)")
+            pytest.fail(f"{binary} is required in CI: install Debian's `{package}` package")
+        pytest.skip(f"{binary} not installed (Debian: apt-get install {package})")
     return path
 
 
@@ -148,39 +167,35 @@ def free_ports(count: int) -> int:
     raise AssertionError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
-def alert_rules_copy(tmp_path: Path) -> Path:
-    """The shipped alerting rules, with SHORT_FOR as the `for` of WATCHED_ALERTS that have one.
-
-    The shipped `for`s (minutes) would outlast the test. Only those change: expressions,
-    labels, annotations and the other alerts are the shipped ones, and the waiting itself is
-    covered by the promtool unit tests (alerts.test.yml).
-    """
-    rules = yaml.safe_load((promql.PROMETHEUS_DIR / "alerts.rules.yml").read_text("utf-8"))
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            if rule.get("alert") in WATCHED_ALERTS and "for" in rule:
-                rule["for"] = SHORT_FOR
-    path = tmp_path / "alerts.rules.yml"
-    path.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def prometheus_config(tmp_path: Path, monitor_ports: tuple[int, int]) -> Path:
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(promql.PROMETHEUS_DIR / "recording.rules.yml"),
-                       str(alert_rules_copy(tmp_path))],
-        "scrape_configs": [{
-            "job_name": "monitor",  # the job name the shipped alerts expect
-            "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in monitor_ports]}],
-        }],
-    }
+def shipped_prometheus_config(tmp_path: Path, monitor_ports: tuple[int, int],
+                              alertmanager_port: int, prometheus_port: int) -> Path:
+    """prometheus.demo.yml as shipped, with only addresses and rule file paths rewritten."""
+    config = yaml.safe_load((promql.PROMETHEUS_DIR / "prometheus.demo.yml").read_text("utf-8"))
+    config["rule_files"] = [str(promql.PROMETHEUS_DIR / f) for f in config["rule_files"]]
+    (manager,) = config["alerting"]["alertmanagers"]
+    assert manager["static_configs"] == [{"targets": ["alertmanager:9093"]}]
+    manager["static_configs"] = [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["monitor"]["static_configs"] == [{"targets": ["monitor:9321", "monitor:9322"]}]
+    jobs["monitor"]["static_configs"] = [
+        {"targets": [f"127.0.0.1:{p}" for p in monitor_ports]}]
+    jobs["prometheus"]["static_configs"] = [{"targets": [f"127.0.0.1:{prometheus_port}"]}]
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
 
 
-# --- Prometheus's HTTP API ------------------------------------------------------------------
+def shipped_alertmanager_config(tmp_path: Path, webhook: str) -> Path:
+    """alertmanager.yml as shipped, with only the webhook's address rewritten."""
+    config = yaml.safe_load((promql.PROMETHEUS_DIR / "alertmanager.yml").read_text("utf-8"))
+    hooks = [hook for receiver in config["receivers"]
+             for hook in receiver.get("webhook_configs", [])]
+    assert hooks
+    for hook in hooks:
+        hook["url"] = webhook
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
 
 
 class PrometheusAPI:
@@ -218,122 +233,249 @@ def has_data(result: list[dict[str, Any]]) -> bool:
     return any(math.isfinite(float(value)) for _, value in points)
 
 
-@dataclass
-class Seen:
-    """What Prometheus shows at one moment `at`, and over the run up to it."""
+@dataclass(frozen=True)
+class Page:
+    """One alert in one webhook notification from Alertmanager."""
 
-    at: float
-    min_up: dict[tuple[str, ...], float]  # (target, location) -> lowest monitor_target_up
-    fired: set[tuple[str, ...]]  # (alertname, target, location) that fired during the run
-    firing: set[tuple[str, ...]]  # the same, firing at `at`
-    down_everywhere: dict[tuple[str, ...], float]  # target -> locations down, at `at`
-    min_scraped: dict[tuple[str, ...], float]  # instance -> lowest up{job="monitor"}
-
-    def missing(self) -> list[str]:
-        """What has not happened yet; empty when the outages are all there."""
-        out = [f"{t} down from {loc}" for t in sorted(OUTAGE_TARGETS) for loc in LOCATIONS
-               if self.min_up.get((t, loc)) != 0]
-        if self.min_up.get(("geo", "demo-b")) != 0:
-            out.append("geo down from demo-b")
-        if ("TargetBlockedSomewhere", "geo", "demo-b") not in self.firing:
-            out.append("TargetBlockedSomewhere firing for geo at demo-b")
-        if not self.down_everywhere:
-            out.append("a target down from every location now")
-        if not any(a == "TargetDownEverywhere" for a, _, _ in self.firing):
-            out.append("TargetDownEverywhere firing now")
-        return out
+    at: float  # wall-clock time of arrival
+    status: str  # firing or resolved
+    labels: dict[str, str]
+    annotations: dict[str, str]
 
 
-async def look(api: PrometheusAPI) -> Seen:
-    # A moment a little in the past: every scrape and rule evaluation up to it has been
-    # written, so querying it again later gives the same answers.
-    at = time.time() - 3
-    alert_labels = ("alertname", "target", "location")
-    return Seen(
-        at=at,
-        min_up=await api.values("min_over_time(monitor_target_up[10m])", at,
-                                "target", "location"),
-        fired=set(await api.values('max_over_time(ALERTS{alertstate="firing"}[10m])', at,
-                                   *alert_labels)),
-        firing=set(await api.values('ALERTS{alertstate="firing"}', at, *alert_labels)),
-        down_everywhere=await api.values("monitor:target_up:down_everywhere", at, "target"),
-        min_scraped=await api.values('min_over_time(up{job="monitor"}[10m])', at, "instance"),
-    )
+class Pages:
+    """What the loopback receiver got, alert by alert."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+        self.offset = time.time() - time.monotonic()  # Received.at is monotonic
+
+    def all(self) -> list[Page]:
+        return [Page(r.at + self.offset, alert["status"], alert["labels"],
+                     alert.get("annotations", {}))
+                for r in self.receiver.received for alert in r.json()["alerts"]]
+
+    def first(self, status: str, alertname: str, **labels: str) -> Page | None:
+        for page in self.all():
+            if page.status == status and page.labels.get("alertname") == alertname \
+                    and all(page.labels.get(k) == v for k, v in labels.items()):
+                return page
+        return None
 
 
-async def wait_for_outages(api: PrometheusAPI, demo: Process, prometheus: Process) -> Seen:
-    """Poll once a second, at most WAIT_LIMIT seconds, until Seen.missing() is empty."""
+@dataclass(frozen=True)
+class Outage:
+    target: str
+    location: str
+    started_at: float
+    ended_at: float | None
+    cause: str
+
+
+def recorded_outages(data: Path) -> list[Outage]:
+    """Every outage in the demo's two history files (read after the demo stopped)."""
+    found = []
+    for location in LOCATIONS:
+        with sqlite3.connect(f"file:{data / location}.db?mode=ro", uri=True) as db:
+            found += [Outage(*row) for row in db.execute(
+                "SELECT target, location, started_at, ended_at, cause FROM outages")]
+    return found
+
+
+def monitor_report(data: Path, location: str, since: float, until: float) -> dict[str, float]:
+    """`monitor report` over [since, until]: target -> uptime percent."""
+    out = subprocess.run(
+        [sys.executable, "-m", "monitor", "report", "--db", str(data / f"{location}.db"),
+         "--since", repr(since), "--until", repr(until), "--location", location,
+         "--format", "json"], capture_output=True, text=True, timeout=60, check=True,
+        cwd=promql.ROOT)
+    return {r["target"]: r["uptime_percent"] for r in json.loads(out.stdout)
+            if r["uptime_percent"] is not None}
+
+
+def readable(ts: float) -> str:
+    """A POSIX time as Prometheus's humanizeTimestamp writes it: to the millisecond
+    (truncated), trailing zeros dropped, as Go's time.Time.String()."""
+    ms = int(ts * 1e9) // 1_000_000
+    text = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    fraction = f"{ms % 1000:03d}".rstrip("0")
+    return f"{text}{'.' + fraction if fraction else ''} +0000 UTC"
+
+
+async def wait_for_pages(pages: Pages, api: PrometheusAPI, demo: Process,
+                         prometheus: Process) -> None:
+    """Poll once a second, at most WAIT_LIMIT seconds, until every page has arrived and
+    the outage that stays open is firing."""
     deadline = time.monotonic() + WAIT_LIMIT
     while True:
-        seen = await look(api)
-        if not (missing := seen.missing()):
-            return seen
+        missing = [t for t in OUTAGE_TARGETS
+                   if not pages.first("firing", "TargetDownEverywhere", target=t)]
+        if not pages.first("firing", "TargetBlockedSomewhere", target="geo"):
+            missing.append("TargetBlockedSomewhere for geo")
+        firing = await api.values('ALERTS{alertstate="firing"}', time.time(),
+                                  "alertname", "target")
+        if ("TargetDownEverywhere", STILL_DOWN) not in firing:
+            missing.append(f"{STILL_DOWN} firing now")
+        if not missing:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"after {WAIT_LIMIT:.0f}s still waiting for: {', '.join(missing)}\n"
-                f"seen: {seen}\n--- demo log:\n{demo.log()}\n"
+                f"pages: {pages.all()}\n--- demo log:\n{demo.log()}\n"
                 f"--- prometheus log:\n{prometheus.log(20)}")
         await asyncio.sleep(1)
+
+
+async def scrape_times(api: PrometheusAPI, location: str, at: float) -> list[float]:
+    """Timestamps of the scrapes of one monitor that Prometheus stored up to `at`."""
+    result = await api.query(f'monitor_known_seconds_total{{location="{location}",'
+                             f'target="gazprom"}}[10m]', at)
+    (series,) = result
+    return [float(t) for t, _ in series["values"]]
 
 
 # --- the test -------------------------------------------------------------------------------
 
 
-async def test_dashboards_and_alerts_on_the_demo(tmp_path: Path) -> None:
-    prometheus_bin = require_prometheus()
+@pytest.mark.timeout(480)  # about 3.5 minutes of it is the demo's loop and the alerts' waits
+async def test_the_demo_pages_for_every_recorded_outage(tmp_path: Path) -> None:
+    prometheus_bin = require("prometheus", "prometheus")
+    alertmanager_bin = require("prometheus-alertmanager", "prometheus-alertmanager")
+    data = tmp_path / "demo"
+    data.mkdir()
     port = free_ports(2)
-    (tmp_path / "demo").mkdir()
+    prometheus_port, alertmanager_port = free_ports(1), free_ports(1)
+    receiver = await Receiver().start()
+    pages = Pages(receiver)
+    alertmanager = Process("alertmanager", [
+        alertmanager_bin,
+        f"--config.file={shipped_alertmanager_config(tmp_path, receiver.url + '/page')}",
+        f"--storage.path={tmp_path / 'alertmanager'}",
+        f"--web.listen-address=127.0.0.1:{alertmanager_port}",
+        "--cluster.listen-address="], cwd=tmp_path)  # no gossip port: loopback only
     demo = Process("monitor demo", [
         sys.executable, "-m", "monitor", "demo", "--port", str(port), "--cycle", f"{CYCLE}s",
-        "--data", str(tmp_path / "demo")], cwd=promql.ROOT)
-    prometheus: Process | None = None
+        "--data", str(data)], cwd=promql.ROOT)
+    prometheus_config = shipped_prometheus_config(tmp_path, (port, port + 1),
+                                                  alertmanager_port, prometheus_port)
+    prometheus = Process("prometheus", [
+        prometheus_bin, f"--config.file={prometheus_config}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{prometheus_port}"], cwd=tmp_path)
     try:
+        await alertmanager.start()
+        await alertmanager.wait_for_log(r"Listening")
         await demo.start()
-        await demo.wait_for_log(r"demo: targets on")
         for location in LOCATIONS:
             await demo.wait_for_log(rf"started: location={location},")
-        prometheus_port = free_ports(1)
-        prometheus = Process("prometheus", [
-            prometheus_bin, f"--config.file={prometheus_config(tmp_path, (port, port + 1))}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prometheus_port}"], cwd=tmp_path)
         await prometheus.start()
         await prometheus.wait_for_log(r"Server is ready to receive web requests")
 
         async with aiohttp.ClientSession() as session:
             api = PrometheusAPI(session, prometheus_port, prometheus)
-            seen = await wait_for_outages(api, demo, prometheus)
-
-            # Every panel and annotation query, instant and over the last two minutes.
+            await wait_for_pages(pages, api, demo, prometheus)
+            # Every panel and annotation query, instant and over the last two minutes,
+            # while the monitors run.
+            at = time.time() - 6  # every scrape and evaluation up to it is written
             empty = []
             for uid, title, expr in promql.dashboard_queries():
-                if not has_data(await api.query(expr, seen.at)):
+                if not has_data(await api.query(expr, at)):
                     empty.append(f"{uid} / {title} (instant): {expr}")
-                if not has_data(await api.query_range(expr, seen.at - 120, seen.at, 2)):
+                if not has_data(await api.query_range(expr, at - 120, at, 5)):
                     empty.append(f"{uid} / {title} (range): {expr}")
             assert not empty, "queries without data:\n" + "\n".join(empty)
 
-        # The demo played its parts: outages from everywhere, geo blocked from demo-b only,
-        # gazprom healthy throughout.
-        assert seen.min_up[("geo", "demo-a")] == 1
-        assert seen.min_up[("gazprom", "demo-a")] == seen.min_up[("gazprom", "demo-b")] == 1
+            # The monitors go away with kremlin's outage open.
+            await demo.stop()
+            stopped = time.time()
+            watched = 0
+            while time.time() < stopped + AFTER_STOP:
+                firing = await api.values('ALERTS{alertstate="firing"}', time.time(),
+                                          "alertname", "target")
+                assert ("TargetDownEverywhere", STILL_DOWN) in firing, firing
+                assert ("TargetBlockedSomewhere", "geo") in firing, firing
+                async with session.get(
+                        f"http://127.0.0.1:{alertmanager_port}/api/v2/alerts",
+                        params={"filter": f'target="{STILL_DOWN}"'}) as r:
+                    active = [a for a in await r.json()
+                              if a["labels"]["alertname"] == "TargetDownEverywhere"]
+                assert [a["status"]["state"] for a in active] == ["active"], active
+                watched += 1
+                await asyncio.sleep(2)
+            # Prometheus did fail to scrape both monitors: the hold was what kept it.
+            now = time.time()
+            scraped = await api.values('up{job="monitor"}', now - 1, "instance")
+            assert set(scraped.values()) == {0.0}, scraped
+            assert watched >= 5
 
-        # Down from every location: firing now for an outage target, never for the others.
-        down_now = {t for a, t, _ in seen.firing if a == "TargetDownEverywhere"}
-        assert down_now and down_now <= OUTAGE_TARGETS, seen.firing
-        ever_down = {t for a, t, _ in seen.fired if a == "TargetDownEverywhere"}
-        assert ever_down <= OUTAGE_TARGETS, seen.fired
-
-        # Unreachable from some locations: geo from demo-b, never gazprom, never from demo-a.
-        blocked_now = {(t, loc) for a, t, loc in seen.firing if a == "TargetBlockedSomewhere"}
-        assert ("geo", "demo-b") in blocked_now
-        ever_blocked = {(t, loc) for a, t, loc in seen.fired if a == "TargetBlockedSomewhere"}
-        never = {("gazprom", "demo-a"), ("gazprom", "demo-b"), ("geo", "demo-a")}
-        assert not never & ever_blocked, seen.fired
-
-        # Both monitors were scraped all along: the alerts above judged two locations.
-        assert seen.min_scraped == {(f"127.0.0.1:{p}",): 1 for p in (port, port + 1)}
+            # Uptime as the dashboards compute it, over a window between two scrapes of
+            # each monitor, against `monitor report` for the same window.
+            uptime: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
+            for location in LOCATIONS:
+                times = [t for t in await scrape_times(api, location, stopped) if t < stopped]
+                since, until = times[2], times[-1]  # after the first confirmations
+                (panel_expr,) = [e for uid, title, e in promql.raw_dashboard_queries()
+                                 if (uid, title) == UPTIME_PANEL]
+                expr = promql.substitute(panel_expr, {
+                    **promql.VARIABLE_VALUES, "location": location,
+                    "__range": f"{round((until - since) * 1000)}ms"})
+                shown = {t: v * 100 for t, v in
+                         (await api.values(expr, until, "target")).items()}
+                # For comparison only: the state gauge's average, which the overview used.
+                averaged = await api.values(
+                    f'avg_over_time(monitor_target_up{{location="{location}"}}'
+                    f'[{round((until - since) * 1000)}ms])', until, "target")
+                print(f"{location}: avg_over_time(monitor_target_up) would show "
+                      + ", ".join(f"{t[0]} {v * 100:.2f}%" for t, v in sorted(averaged.items())))
+                uptime[location] = ({k[0]: v for k, v in shown.items()},
+                                    monitor_report(data, location, since, until))
     finally:
-        if prometheus is not None:
-            await prometheus.stop()
+        await prometheus.stop()
         await demo.stop()
+        await alertmanager.stop()
+        await receiver.close()
+
+    # --- against the record -----------------------------------------------------------------
+    outages = recorded_outages(data)
+    print(f"\n{len(outages)} outages recorded")
+    for target in OUTAGE_TARGETS:
+        # One loop plays each scenario once: one outage per location (a second one would
+        # be a flapping demo, and Alertmanager may merge a quick repeat into one page).
+        mine = [o for o in outages if o.target == target]
+        seen = {o.location: o for o in mine}
+        assert len(mine) == len(seen) == len(LOCATIONS), f"{target}: {mine}"
+        start = min(o.started_at for o in seen.values())
+        page = pages.first("firing", "TargetDownEverywhere", target=target)
+        assert page is not None
+        latency = page.at - start
+        print(f"{target}: paged {latency:.1f}s after its recorded start "
+              f"({', '.join(f'{o.location} {o.cause}' for o in seen.values())})")
+        assert 0 < latency <= PAGE_LIMIT, (target, latency)
+        # The page carries the record: its start, and each location's cause.
+        assert page.annotations["started"] == readable(start), page.annotations
+        for o in seen.values():
+            assert f"{o.location}: {o.cause} since {readable(o.started_at)}" \
+                in page.annotations["cause"], page.annotations
+        assert page.annotations["first_error"], page.annotations
+        assert page.annotations["dashboard"].endswith(f"var-target={target}")
+    assert all(o.ended_at is None for o in outages if o.target == STILL_DOWN)
+
+    # geo: blocked from demo-b only; it pages as that and never as an outage.
+    blocked = pages.first("firing", "TargetBlockedSomewhere", target="geo")
+    assert blocked is not None and blocked.labels["location"] == "demo-b"
+    assert {o.location for o in outages if o.target == "geo"} == {"demo-b"}
+    assert not [p for p in pages.all() if p.labels.get("alertname") == "TargetDownEverywhere"
+                and p.labels.get("target") in ("geo", "gazprom")]
+    assert not [p for p in pages.all() if p.labels.get("alertname") == "TargetBlockedSomewhere"
+                and p.labels.get("target") != "geo"]
+    # Nothing open was resolved: the monitors went away, the outage and block did not end.
+    assert not pages.first("resolved", "TargetDownEverywhere", target=STILL_DOWN)
+    assert not pages.first("resolved", "TargetBlockedSomewhere", target="geo")
+
+    for location, (shown, recorded) in uptime.items():
+        assert set(shown) == set(recorded) >= set(OUTAGE_TARGETS), (shown, recorded)
+        for target, percent in sorted(recorded.items()):
+            print(f"uptime {target}@{location}: dashboard {shown[target]:.4f}% "
+                  f"record {percent:.4f}% (diff {abs(shown[target] - percent):.4f} pp)")
+            assert abs(shown[target] - percent) <= UPTIME_TOLERANCE, (location, target)
+        assert min(recorded.values()) < 90  # the window held outages: a real comparison

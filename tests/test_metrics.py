@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.metrics import Metrics, public_url
-from monitor.model import Failure, ProbeResult, State, Target
+from monitor.model import Failure, Outage, ProbeResult, State, Target
 
 PHASES = {"resolve": 0.001, "connect": 0.002, "tls": 0.003, "processing": 0.004,
           "transfer": 0.005}
@@ -27,7 +27,8 @@ class Clock:
 
 def make(clock: Clock | None = None, **kwargs: object) -> tuple[Metrics, CollectorRegistry]:
     registry = CollectorRegistry()
-    metrics = Metrics("here", registry, buckets=(0.1, 1.0), clock=clock or Clock(1000.0),
+    kwargs.setdefault("buckets", (0.1, 1.0))
+    metrics = Metrics("here", registry, clock=clock or Clock(1000.0),
                       **kwargs)  # type: ignore[arg-type]
     metrics.set_targets([
         Target("rt", "https://user:secret@www.rt.com/path?token=x", labels=(("country", "ru"),)),
@@ -134,6 +135,8 @@ async def test_streamed_exposition_has_the_same_samples_as_generate_latest() -> 
     metrics.observe(ok("rt"))
     metrics.observe(ProbeResult("duma", 1000.0, 0.1, False, Failure.DNS, "no such name"))
     metrics.set_state("rt", State.DOWN, 990.0)
+    metrics.set_open_outage("rt", Outage(1, "rt", "here", 990.0, None, Failure.HTTP,
+                                         'HTTP 503 "busy" \\ x', 2))
     metrics.outage_opened("rt")
     metrics.set_uptime("rt", "7d", 0.5)
     metrics.lateness.observe(0.2)
@@ -147,9 +150,169 @@ async def test_streamed_exposition_has_the_same_samples_as_generate_latest() -> 
     expected = samples(generate_latest(reg))
     assert samples(streamed) == expected
     assert ("monitor_target_up", (("location", "here"), ("target", "rt")), 0.0) in expected
+    assert ("monitor_outage_info", (("cause", "http"), ("first_error", 'HTTP 503 "busy" \\ x'),
+                                    ("location", "here"), ("target", "rt")), 1.0) in expected
     promtool = shutil.which("promtool")
     if promtool:
         out = await asyncio.to_thread(subprocess.run, [promtool, "check", "metrics"],
                                       input=streamed, capture_output=True, timeout=30,
                                       check=False)
         assert out.returncode == 0 and not out.stdout and not out.stderr, out
+
+
+def outage(target: str, start: float, *, cause: Failure = Failure.TIMEOUT,
+           message: str = "timed out", maintenance: bool = False) -> Outage:
+    return Outage(1, target, "here", start, None, cause, message, 2, maintenance=maintenance)
+
+
+def test_known_time_and_downtime_count_as_the_record_does() -> None:
+    """Uptime = 1 - Δdowntime / Δknown: known from the first confirmation, not before."""
+    clock = Clock(1000.0)
+    metrics, reg = make(clock)
+    labels = {"target": "rt", "location": "here"}
+    clock.now = 1010.0
+    assert reg.get_sample_value("monitor_known_seconds_total", labels) == 0  # still unknown
+    metrics.set_state("rt", State.UP, 1004.0)  # confirmed at 1010 by a probe started at 1004
+    assert reg.get_sample_value("monitor_target_state_since_timestamp_seconds", labels) == 1004
+    clock.now = 1100.0
+    assert reg.get_sample_value("monitor_known_seconds_total", labels) == 96.0
+    metrics.set_state("rt", State.DOWN, 1070.0)
+    clock.now = 1130.0
+    assert reg.get_sample_value("monitor_known_seconds_total", labels) == 126.0
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 60.0
+
+
+def test_a_resumed_state_counts_from_the_start_of_this_run_only() -> None:
+    """Down since before a restart: the gap while the monitor was away is unknown."""
+    clock = Clock(1000.0)
+    metrics, reg = make(clock)  # this run started at 1000
+    metrics.set_state("rt", State.DOWN, 400.0)
+    metrics.set_open_outage("rt", outage("rt", 400.0))
+    clock.now = 1030.0
+    labels = {"target": "rt", "location": "here"}
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 30.0
+    assert reg.get_sample_value("monitor_known_seconds_total", labels) == 30.0
+    # ... while the recorded start is the record's, from before the restart.
+    assert reg.get_sample_value("monitor_outage_open_since_timestamp_seconds",
+                                {**labels, "cause": "timeout"}) == 400.0
+
+
+def test_open_outage_series_carry_the_recorded_start_cause_and_first_error() -> None:
+    clock = Clock(1000.0)
+    metrics, reg = make(clock)
+    labels = {"target": "rt", "location": "here"}
+    metrics.set_state("rt", State.DOWN, 990.0)
+    long_error = 'HTTP 503 "Service\nUnavailable"\x1b[31m ' + "x" * 300
+    metrics.set_open_outage("rt", outage("rt", 990.0, cause=Failure.HTTP, message=long_error))
+    assert reg.get_sample_value("monitor_outage_open_since_timestamp_seconds",
+                                {**labels, "cause": "http"}) == 990.0
+    (info,) = [s for f in reg.collect() if f.name == "monitor_outage_info" for s in f.samples]
+    error = info.labels["first_error"]
+    assert error.startswith('HTTP 503 "Service Unavailable" [31m x')
+    assert len(error) == 120 and "\n" not in error and "\x1b" not in error
+    assert info.labels["cause"] == "http" and info.value == 1
+    # Closed: both series are gone, the counters stay.
+    clock.now = 1100.0
+    metrics.set_state("rt", State.UP, 1095.0)
+    metrics.set_open_outage("rt", None)
+    text = generate_latest(reg).decode()
+    assert "monitor_outage_open_since" not in text and "monitor_outage_info" not in text
+
+
+def test_an_outage_in_maintenance_counts_neither_as_up_nor_as_down() -> None:
+    clock = Clock(1000.0)
+    metrics, reg = make(clock)
+    labels = {"target": "rt", "location": "here"}
+    metrics.set_state("rt", State.UP, 1000.0)
+    clock.now = 1100.0
+    metrics.set_state("rt", State.DOWN, 1090.0)
+    metrics.set_open_outage("rt", outage("rt", 1090.0, maintenance=True))
+    clock.now = 1500.0
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 0
+    assert reg.get_sample_value("monitor_known_seconds_total", labels) == 100.0
+    metrics.set_state("rt", State.UP, 1500.0)
+    metrics.set_open_outage("rt", None)
+    clock.now = 1600.0
+    assert reg.get_sample_value("monitor_known_seconds_total", labels) == 200.0
+
+
+def test_the_notification_queue_is_read_at_scrape_time() -> None:
+    pending = [3]
+    _, reg = make(notification_queue=lambda: pending[0])
+    assert reg.get_sample_value("monitor_notification_queue", {"location": "here"}) == 3
+    pending[0] = 0
+    assert reg.get_sample_value("monitor_notification_queue", {"location": "here"}) == 0
+
+
+def test_default_duration_buckets_resolve_fast_sites() -> None:
+    """Like the Prometheus clients' defaults: a 2 ms answer is not reported as 25 ms."""
+    from monitor.config import MetricsConfig
+
+    assert MetricsConfig().duration_buckets[0] <= 0.005
+    metrics, reg = make(buckets=MetricsConfig().duration_buckets)
+    metrics.observe(ok("rt", 0.002))
+    labels = {"target": "rt", "location": "here"}
+    assert reg.get_sample_value("monitor_probe_duration_seconds_bucket",
+                                {**labels, "le": "0.005"}) == 1
+    assert MetricsConfig().duration_buckets[-1] >= 30  # the longest timeouts still fit
+
+
+def test_downtime_ends_at_the_first_successful_probe_of_the_recovery() -> None:
+    """With up_after > 1 the recovery is confirmed later; the record ends the outage at the
+    first success, and so does the counter, without ever going back."""
+    clock = Clock(1000.0)
+    metrics, reg = make(clock)
+    labels = {"target": "rt", "location": "here"}
+    metrics.set_state("rt", State.DOWN, 1000.0)
+    clock.now = 1060.0
+    metrics.observe(ProbeResult("rt", 1060.0, 0.1, True, status=200))  # recovery run starts
+    clock.now = 1090.0
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 60.0
+    metrics.observe(ProbeResult("rt", 1090.0, 0.1, True, status=200))
+    metrics.set_state("rt", State.UP, 1060.0)  # confirmed by the second success
+    clock.now = 1200.0
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 60.0
+
+
+def test_a_success_between_failures_does_not_stop_the_downtime() -> None:
+    clock = Clock(1000.0)
+    metrics, reg = make(clock)
+    labels = {"target": "rt", "location": "here"}
+    metrics.set_state("rt", State.DOWN, 1000.0)
+    metrics.observe(ProbeResult("rt", 1060.0, 0.1, True, status=200))
+    metrics.observe(ProbeResult("rt", 1120.0, 2.0, False, Failure.TIMEOUT, "timed out"))
+    clock.now = 1150.0
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 150.0
+
+
+def test_the_downtime_counter_never_goes_back_for_a_success_it_has_outrun() -> None:
+    """A scrape during the recovering probe has shown downtime past its start."""
+    clock = Clock(1000.0)
+    metrics, reg = make(clock)
+    labels = {"target": "rt", "location": "here"}
+    metrics.set_state("rt", State.DOWN, 1000.0)
+    clock.now = 1060.5  # scraped while the probe started at 1060 runs
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 60.5
+    metrics.observe(ProbeResult("rt", 1060.0, 0.8, True, status=200))
+    clock.now = 1061.0
+    metrics.set_state("rt", State.UP, 1060.0)
+    assert reg.get_sample_value("monitor_downtime_seconds_total", labels) == 60.5
+
+
+async def test_a_result_of_the_monitors_own_fault_is_counted_and_nothing_else() -> None:
+    """Class `local` (offline, out of descriptors): unknown, never the target's failure."""
+    metrics, reg = make()
+    labels = {"target": "rt", "location": "here"}
+    metrics.observe(ProbeResult("rt", 1000.0, 0.001, False, Failure.LOCAL, "network down"))
+    assert reg.get_sample_value("monitor_probes_total", {**labels, "result": "local"}) == 1
+    assert reg.get_sample_value("monitor_probe_success", labels) is None
+    assert reg.get_sample_value("monitor_probe_duration_seconds_count", labels) is None
+    streamed = b"".join([chunk async for chunk in metrics.exposition()]).decode()
+    assert 'monitor_probes_total{target="rt",location="here",result="local"} 1.0' in streamed
+    assert "monitor_probe_success{" not in streamed
+    metrics.observe(ok("rt", 0.05))
+    metrics.observe(ProbeResult("rt", 1010.0, 0.001, False, Failure.LOCAL, "network down"))
+    assert reg.get_sample_value("monitor_probe_success", labels) == 1  # the last real answer
+    assert reg.get_sample_value("monitor_http_status_code", labels) == 200
+    assert reg.get_sample_value("monitor_probe_duration_seconds_count", labels) == 1
+    assert reg.get_sample_value("monitor_probes_total", {**labels, "result": "local"}) == 2

@@ -70,7 +70,11 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
     names = promql.alert_names()
     assert len(names) == len(set(names))
     assert {"TargetDownEverywhere", "TargetBlockedSomewhere", "ProbesSlow",
-            "CertificateExpiringSoon", "MonitorNotScraped", "ProbesRunningLate"} <= set(names)
+            "CertificateExpiringSoon", "CertificateExpiringCritical", "CertificateExpired",
+            "TargetUptimeBelowObjective", "MonitorNotScraped", "ProbesRunningLate",
+            "MonitorMissedRuns", "MonitorProbesStalled", "MonitorStoreErrors",
+            "MonitorConfigReloadFailed", "NotificationsFailing",
+            "NotificationsRetrying"} <= set(names)
     firing: set[str] = set()
     quiet: set[str] = set()
     for path in UNIT_TESTS:
@@ -87,6 +91,22 @@ def test_unit_tests_load_the_shipped_rule_files() -> None:
     for path in UNIT_TESTS:
         for rule_file in load(path)["rule_files"]:
             assert (path.parent / rule_file).resolve() in {p.resolve() for p in promql.RULE_FILES}
+
+
+def test_an_outage_pages_without_a_for_on_top_of_the_monitors_confirmation() -> None:
+    (rule,) = [r for r in alert_rules() if r["alert"] == "TargetDownEverywhere"]
+    assert "for" not in rule and "keep_firing_for" not in rule
+    # Read from the scrape, not from a recorded verdict one evaluation later.
+    assert "monitor_target_up" in rule["expr"] and "monitor:target_up:down" not in rule["expr"]
+    # The record's facts reach the page.
+    assert {"started", "cause", "first_error", "dashboard"} <= rule["annotations"].keys()
+    assert "humanizeTimestamp" in rule["annotations"]["started"]
+
+
+def test_the_unit_tests_cover_missed_scrapes_and_monitors_that_went_away() -> None:
+    names = {test["name"] for path in UNIT_TESTS for test in load(path)["tests"]}
+    assert any("missed scrape" in n for n in names)
+    assert any("stops being scraped" in n for n in names)
 
 
 def test_alerts_carry_severity_summary_and_description() -> None:
@@ -109,6 +129,16 @@ def test_scrape_config_example() -> None:
     assert job["scrape_interval"] == "15s"
     assert all(t.endswith(":9321") for c in job["static_configs"] for t in c["targets"])
     assert [DIR / f for f in config["rule_files"]] == list(promql.RULE_FILES)
+
+
+def test_the_demo_config_runs_the_production_rules_at_the_demos_pace() -> None:
+    demo = load(DIR / "prometheus.demo.yml")
+    production = load(DIR / "prometheus.yml")
+    assert demo["rule_files"] == production["rule_files"]
+    assert demo["alerting"] == production["alerting"]
+    # The demo probes every 2 s: scrape and evaluate every 5 s, for every job.
+    assert demo["global"] == {"scrape_interval": "5s", "evaluation_interval": "5s"}
+    assert all("scrape_interval" not in job for job in demo["scrape_configs"])
 
 
 def test_alertmanager_example() -> None:

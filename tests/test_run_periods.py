@@ -43,11 +43,16 @@ targets:
         monitor = Monitor(config, store, clock=clock)
         await monitor.start()
 
-        def downtime() -> float:
-            value = sample(generate_latest(monitor.registry).decode(),
-                           "monitor_downtime_seconds_total", target="site")
+        def counter(name: str) -> float:
+            value = sample(generate_latest(monitor.registry).decode(), name, target="site")
             assert value is not None
             return value
+
+        def downtime() -> float:
+            return counter("monitor_downtime_seconds_total")
+
+        def known() -> float:
+            return counter("monitor_known_seconds_total")
 
         try:
             async with asyncio.timeout(30):  # real probes confirm the outage
@@ -55,15 +60,17 @@ targets:
                     await asyncio.sleep(0.05)
             (outage,) = await store.open_outages("lab")
             clock.now = max(clock.now, outage.started_at) + 100
-            seen = downtime()
-            assert seen >= 100
+            seen, seen_known = downtime(), known()
+            assert seen >= 100 and seen_known >= 100
 
             await monitor.run_period_ended(clock.now)  # offline: nothing is known
             clock.now += 500
             assert downtime() == seen
+            assert known() == seen_known
             await monitor.run_period_started(clock.now)  # back online, still down
             clock.now += 50
             assert downtime() == pytest.approx(seen + 50)
+            assert known() == pytest.approx(seen_known + 50)
 
             ((found, times),) = await monitor.outages(target="site", since=None, until=None,
                                                       open=True)
