@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.notify.base import Message, parse_duration, redact, url_secrets
+from monitor.notify.base import Message, redact, url_secrets
 from monitor.notify.messages import Templates, format_duration, notify_test_message
 from monitor.notify.registry import build_notifier, build_notifiers
+from monitor.timefmt import parse_duration
 
 HOOK = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXX"
 
@@ -30,7 +31,7 @@ HOOK = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXX"
         (
             "slack",
             {"url": HOOK, "timeout": "forever"},
-            "notifiers.ops.timeout: must be a duration such as 30s, 5m or 2h",
+            "notifiers.ops.timeout: must be a duration like 10s",
         ),
         ("slack", {"url": HOOK, "timeout": 0}, "notifiers.ops.timeout: must be more than zero"),
         (
