@@ -42,7 +42,7 @@ from monitor.timefmt import parse_duration
 class ServerConfig:
     listen: str = "127.0.0.1"
     port: int = 9321  # 0 picks a free port (tests)
-    token: str | None = None  # optional bearer token required on /api and /-/reload
+    token: str | None = None  # optional bearer token required on every path but /healthz
     allowed_hosts: tuple[str, ...] = ()  # Host names served beyond the local ones; "*" = any
     allow_public_without_token: bool = False  # listen beyond loopback with no token
 
@@ -373,15 +373,15 @@ def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:
     return f"unknown key; expected one of: {', '.join(allowed)}"
 
 
-def _label_safe(text: str) -> str:
-    """The nearest label-safe name, offered as the fix for a bad one."""
+def label_safe(text: str) -> str:
+    """The nearest label-safe name: the fix offered for a bad one, a name for a host."""
     return re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-")
 
 
 def _check_name(value: str) -> str:
     if NAME_RE.fullmatch(value):
         return value
-    fix = _label_safe(value)
+    fix = label_safe(value)
     hint = f"; try {fix!r}" if fix else ""
     raise _Invalid(f"must match [a-z0-9_.-]+ (it is used as a label value), got {value!r}{hint}")
 
@@ -391,7 +391,7 @@ def _seconds(value: float) -> str:
 
 
 def _default_location() -> str:
-    return _label_safe(socket.gethostname()) or "unknown"
+    return label_safe(socket.gethostname()) or "unknown"
 
 
 class _Parser:

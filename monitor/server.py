@@ -197,7 +197,7 @@ RETRY = {"Retry-After": "60"}  # store trouble: worth asking again in a minute
 
 def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
           ) -> web.Response:
-    return web.Response(text=json.dumps(data, indent=1) + "\n", status=status,
+    return web.Response(text=json.dumps(data, indent=2) + "\n", status=status,
                         content_type="application/json", headers=headers)
 
 
