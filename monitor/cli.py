@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import difflib
+import importlib
 import json
 import logging
 import signal
@@ -238,10 +239,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"monitor: {refusal}", file=sys.stderr)
         return 2
     config = replace(config, server=server)
-    try:
-        import uvloop  # optional, faster event loop: pip install 'monitor[fast]'
-
-        run = uvloop.run
+    try:  # optional, faster event loop: pip install 'monitor[fast]'
+        run = importlib.import_module("uvloop").run
     except ImportError:
         run = asyncio.run
     try:

@@ -302,11 +302,11 @@ def _compose(text: str) -> Node | None:
     fast_error: yaml.YAMLError | None = None
     if fast is not None:
         try:
-            return yaml.compose(text, Loader=fast)  # type: ignore[no-any-return]
+            return yaml.compose(text, Loader=fast)
         except yaml.YAMLError as exc:
             fast_error = exc
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)  # type: ignore[no-any-return]
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except RecursionError:
         # The pure-Python composer recurses once per level: libyaml says it better.
         if fast_error is not None:
@@ -476,7 +476,7 @@ class _Parser:
         if isinstance(node, SequenceNode):
             inner = seen | {id(node)}
             return [self.plain(v, f"{path}[{i}]", inner) for i, v in enumerate(node.value)]
-        if node.tag == _STR:
+        if isinstance(node, ScalarNode) and node.tag == _STR:
             return self.substitute(node, path)
         try:
             return self.constructor.construct_object(node)
@@ -522,7 +522,7 @@ class _Parser:
             raise _Invalid(f"must be a string, got {_what(node)}")
         if node.tag == _STR:
             return self.substitute(node, path)
-        return node.value  # `country: no` means "no", not False: take it as written
+        return str(node.value)  # `country: no` means "no", not False: take it as written
 
     def from_env(self, node: Node, path: str) -> str | None:
         """The substituted text of a string holding ${VAR}, for number and boolean fields."""
@@ -561,7 +561,7 @@ class _Parser:
             value = float(env)
         if value is None or not math.isfinite(value):
             raise _Invalid(f"must be a number, got {_got(node)}")
-        return value
+        return float(value)
 
     def boolean(self, node: Node, path: str) -> bool:
         if isinstance(node, ScalarNode) and node.tag == _BOOL:
@@ -629,7 +629,8 @@ class _Parser:
         notifiers = self.notifiers(node.get("notifiers"))  # before targets: they refer to them
         defaults = self.defaults(node.get("defaults"))
         targets = self.targets(node.get("targets"), root, defaults)
-        maintenance = self.field(top, "maintenance", "", self.maintenance, ())
+        no_windows: tuple[Window, ...] = ()
+        maintenance = self.field(top, "maintenance", "", self.maintenance, no_windows)
         return Config(
             source=self.source,
             location=location,
@@ -713,7 +714,7 @@ class _Parser:
         if _is_null(node):
             return None
         value = self.text(node, path)
-        if not value and "${" not in node.value:  # type: ignore[union-attr]
+        if not value and "${" not in node.value:
             raise _Invalid("must not be empty")
         return value or None  # `${MONITOR_TOKEN:-}` with the variable unset: no token
 
@@ -1050,7 +1051,8 @@ class _Parser:
         )
         if timeout <= interval:
             return
-        if "timeout" in own:
+        # Each node is there: the key was set in `own`, or checked above.
+        if "timeout" in own and timeout_node is not None:
             self.error(
                 timeout_node,
                 f"{path}.timeout",
@@ -1058,7 +1060,7 @@ class _Parser:
                 f"({_seconds(interval)}), got "
                 f"{_got(timeout_node)}",
             )
-        else:
+        elif interval_node is not None:
             self.error(
                 interval_node,
                 f"{path}.interval",

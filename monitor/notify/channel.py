@@ -56,6 +56,10 @@ class Channel:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
+    async def send(self, message: Message, session: aiohttp.ClientSession) -> None:
+        """Deliver one message (the `Notifier` interface): each channel implements it."""
+        raise NotImplementedError
+
     def render(self, message: Message) -> Rendered:
         return self.templates.render(message)
 

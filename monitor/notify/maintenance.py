@@ -147,6 +147,5 @@ def _time(value: Any, zone: ZoneInfo, where: str) -> float:
             ) from None
     if not isinstance(value, datetime):
         raise ValueError(f"{where}: must be a time such as 2026-03-01T02:00:00Z")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)
-    return value.timestamp()
+    moment: datetime = value if value.tzinfo is not None else value.replace(tzinfo=zone)
+    return moment.timestamp()
