@@ -404,6 +404,7 @@ class _Parser:
         self.unlisted = 0  # errors beyond MAX_ERRORS, only counted
         self.constructor = yaml.SafeLoader("")  # builds numbers, booleans etc. from nodes
         self.notifier_names: set[str] = set()
+        self.target_names: set[str] = set()  # every name given, for maintenance windows
 
     # -- reporting and generic shapes --
 
@@ -959,11 +960,21 @@ class _Parser:
             if not isinstance(value, dict):
                 self.error(item, where, f"must be a mapping, got {_what(item)}")
                 continue
+            keys = {k.value: k for k, _ in item.value if isinstance(k, ScalarNode)}
             try:
-                windows.append(parse_window(value, where))
+                window = parse_window(value, where)
             except ValueError as exc:
-                keys = {k.value: k for k, _ in item.value if isinstance(k, ScalarNode)}
                 self.nested_error(str(exc), where, keys, item)
+                continue
+            windows.append(window)
+            # A misspelt name would make the window silently cover nothing.
+            named = value.get("targets")
+            for j, name in enumerate([named] if isinstance(named, str) else named or ()):
+                if name not in self.target_names:
+                    close = difflib.get_close_matches(name, sorted(self.target_names), n=1)
+                    hint = f"; did you mean '{close[0]}'?" if close else ""
+                    at = f"{where}.targets" + ("" if isinstance(named, str) else f"[{j}]")
+                    self.error(keys["targets"], at, f"unknown target {name!r}{hint}")
         return tuple(windows)
 
     # -- targets --
@@ -1014,6 +1025,7 @@ class _Parser:
                     )
                 else:
                     first_line[name] = _line(items["name"][1])
+                    self.target_names.add(name)
             own = self.options({k: v for k, v in items.items() if k not in _OWN_KEYS}, path)
             self.check_overlap(own, defaults, path)
             if name is not None and url is not None:
