@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -427,3 +428,14 @@ def test_parse_size(text: str | int, size: int) -> None:
 def test_parse_size_rejects(text: str | int) -> None:
     with pytest.raises(ValueError, match=r"^must be a size like 1MiB, got "):
         parse_size(text)
+
+
+def test_errors_of_every_section_are_listed_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Targets, notifier settings and maintenance windows: one pass, every error, each line."""
+    monkeypatch.chdir(FIXTURES)
+    with pytest.raises(ConfigError) as caught:
+        load_config("invalid-every-section.yaml", environ={})
+    sections = {re.split(r"[.\[]", error.split(": ")[1])[0] for error in caught.value.errors}
+    assert sections == {"targets", "notifiers", "maintenance"}
+    lines = [int(error.split(":")[1]) for error in caught.value.errors]
+    assert lines == sorted(lines) and len(set(lines)) == len(lines) == 10

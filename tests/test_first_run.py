@@ -183,3 +183,13 @@ def test_the_licence_is_an_spdx_expression() -> None:
     assert project["project"]["license"] == "MIT"
     floor = re.search(r"setuptools>=(\d+)", " ".join(project["build-system"]["requires"]))
     assert floor is not None and int(floor.group(1)) >= 77  # reads SPDX strings
+
+
+async def test_run_refuses_every_error_of_every_section_at_once() -> None:
+    """The daemon loads through the same one loader as validate: no second check to forget."""
+    fixture = ROOT / "tests" / "configs" / "invalid-every-section.yaml"
+    expected = fixture.with_suffix(".errors").read_text().splitlines()
+    result = await monitor("run", "--config", fixture.name, cwd=fixture.parent)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"monitor: {fixture.name} is not valid:", *expected, "10 errors in the configuration"]
