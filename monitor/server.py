@@ -27,9 +27,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from monitor.config import parse_duration
 from monitor.model import Outage, OutageTime
-from monitor.timefmt import human_duration, rfc3339
+from monitor.timefmt import human_duration, parse_duration, rfc3339
 
 log = logging.getLogger("monitor.server")
 
