@@ -24,7 +24,7 @@ from monitor.connectivity import Change, Connectivity
 from monitor.limits import AcceptErrors, probe_slots, raise_nofile_limit, serve, server_slots
 from monitor.metrics import UPTIME_WINDOWS, Metrics, public_url
 from monitor.model import Failure, Outage, OutageTime, ProbeResult, State, Target, Transition
-from monitor.notifications import Notifications, check_notifications
+from monitor.notifications import Notifications
 from monitor.probes import run_probe
 from monitor.probes.http import DnsChannel
 from monitor.scheduler import STALL, Scheduler
@@ -199,8 +199,8 @@ class Monitor:
             else:
                 tracker.down_after, tracker.up_after = t.down_after, t.up_after
         self.metrics.set_targets(targets)
-        if (config.notifiers, config.raw_maintenance) != (self.config.notifiers,
-                                                          self.config.raw_maintenance):
+        if (config.notifiers, config.maintenance) != (self.config.notifiers,
+                                                      self.config.maintenance):
             new = self._notifications(config)  # validated by the caller
             await self.notifications.stop()
             self.notifications = new
@@ -220,7 +220,7 @@ class Monitor:
         loop must keep probing meanwhile."""
         async with self._reload_lock:
             try:
-                config = await asyncio.to_thread(_load_checked, self.config.source)
+                config = await asyncio.to_thread(load_config, self.config.source)
             except ConfigError as exc:
                 for line in exc.errors:
                     log.error("config reload rejected: %s", line)
@@ -371,13 +371,6 @@ class Monitor:
             return list(zip(found, times, strict=True))
         except StoreError as exc:
             raise Unavailable(str(exc)) from exc
-
-
-def _load_checked(path: str) -> Config:
-    """The config at `path`, notifiers checked too (blocking: run it in a thread)."""
-    config = load_config(path)
-    check_notifications(config)
-    return config
 
 
 # --- the daemon process ----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Command line: `monitor run | check | validate | outages | report | demo | notify-test`.
+"""Command line: `monitor init | run | check | validate | outages | report | demo | notify-test`.
 
 Each sub-command's --help teaches it with an example. This module parses arguments and
 prints; the work is done by the modules it calls.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
+import importlib
 import json
 import logging
 import signal
@@ -16,20 +18,26 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from monitor import __version__
 from monitor.config import (
+    MIN_INTERVAL,
     ConfigError,
     ServerConfig,
+    format_errors,
     host_name_problem,
+    label_safe,
     load_config,
-    parse_duration,
+    parse_config,
 )
 from monitor.model import PHASES, ProbeResult, Target
-from monitor.notifications import check_notifications
 from monitor.server import is_loopback
+from monitor.timefmt import parse_duration, rfc3339
 
 DEFAULT_CONFIG = "config/monitor.yaml"
+INIT_CONFIG = "monitor.yaml"  # `monitor init` writes here: the bundled DEFAULT_CONFIG exists
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -80,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the time of each phase.\nExit status 0 only if every URL is up.",
         epilog="examples:\n"
                "  monitor check https://www.rt.com/ http://duma.gov.ru/\n"
-               "  monitor check --timeout 5s --expect-status 200-299 https://example.com/\n"
+               "  monitor check --timeout 5s --contains Welcome https://example.com/\n"
                "  monitor check --json https://example.com/ | jq .")
     check.add_argument("urls", nargs="+", metavar="URL")
     check.add_argument("--json", action="store_true", help="print one JSON object per URL")
@@ -89,12 +97,30 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     check.add_argument("--no-follow", action="store_true", help="do not follow redirects")
 
+    init = sub.add_parser(
+        "init", formatter_class=_formatter, help="write a starter config for your own URLs",
+        description="Write a commented starter config that watches the given URLs (a bare host "
+                    "name means https://HOST/),\nthen say how to start it. An existing file is "
+                    "left alone unless --force is given.\nEvery other option is in "
+                    "config/example.yaml and the README.",
+        epilog="examples:\n"
+               "  monitor init https://example.com/ example.org\n"
+               "  monitor init --config /etc/monitor/monitor.yaml --interval 30s https://shop.example/\n"
+               "  monitor run --config monitor.yaml      # the next step")
+    init.add_argument("urls", nargs="+", metavar="URL")
+    init.add_argument("--config", "-c", default=INIT_CONFIG,
+                      help=f"file to write (default: {INIT_CONFIG})")
+    init.add_argument("--interval", default="60s",
+                      help="how often each URL is probed (default: 60s)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
     validate = sub.add_parser(
         "validate", formatter_class=_formatter, help="check a config file",
         description="Check a config file and list every error as FILE:LINE: path: problem.\n"
                     "Exit status 0 if it is valid, 1 if not.",
         epilog="example:\n  monitor validate config/monitor.yaml")
-    validate.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
+    validate.add_argument("path", nargs="?", default=DEFAULT_CONFIG,
+                          help=f"config file (default: {DEFAULT_CONFIG})")
 
     for name, help_, desc, example, since in (
         ("outages", "list outage periods from the history",
@@ -102,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
          "from the history file. Works while the daemon runs and when it is stopped.",
          "  monitor outages --since 7d\n"
          "  monitor outages --target rt.com --since 2022-02-24T00:00:00Z --format csv\n"
-         "  monitor outages --open            # what is down right now", "30d"),
+         "  monitor outages --open            # what is down right now\n\n"
+         "Exit status 0; 1 if the history cannot be read; 2 for a bad argument, such as a\n"
+         "--target that neither the config nor the history knows.", "30d"),
         ("report", "uptime, outages and recovery times per target",
          "Per target and location: uptime over known time (time the monitor was not running\n"
          "is not counted), number of outages, total and longest downtime, mean time to\n"
@@ -176,7 +204,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "check": cmd_check, "validate": cmd_validate,
+    handler = {"run": cmd_run, "check": cmd_check, "validate": cmd_validate, "init": cmd_init,
                "demo": cmd_demo, "outages": cmd_history, "report": cmd_history,
                "notify-test": cmd_notify_test}[args.command]
     try:
@@ -198,10 +226,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     try:
         config = load_config(args.config)
-        check_notifications(config)
     except ConfigError as exc:
         print(f"monitor: {args.config} is not valid:", file=sys.stderr)
-        print(str(exc), file=sys.stderr)
+        print(format_errors(exc), file=sys.stderr)
         return 2
     server = replace(config.server, listen=args.listen or config.server.listen,
                      allowed_hosts=(*config.server.allowed_hosts, *args.allow_host),
@@ -212,10 +239,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"monitor: {refusal}", file=sys.stderr)
         return 2
     config = replace(config, server=server)
-    try:
-        import uvloop  # optional, faster event loop: pip install 'monitor[fast]'
-
-        run = uvloop.run
+    try:  # optional, faster event loop: pip install 'monitor[fast]'
+        run = importlib.import_module("uvloop").run
     except ImportError:
         run = asyncio.run
     try:
@@ -273,13 +298,15 @@ def cmd_history(args: argparse.Namespace) -> int:
     from monitor.store import SqliteReader, StoreError
 
     path = args.db
+    configured: set[str] = set()  # target names of the config, when it is read
     if path is None:
         try:
-            path = load_config(args.config).store.path
+            config = load_config(args.config)
         except ConfigError as exc:
             print(f"monitor {args.command}: {args.config} is not valid (or use --db):\n{exc}",
                   file=sys.stderr)
             return 2
+        path, configured = config.store.path, {t.name for t in config.targets}
     now = time.time()
     try:
         since = parse_time(args.since, now)
@@ -293,6 +320,15 @@ def cmd_history(args: argparse.Namespace) -> int:
                 found = reader.outages(target=args.target, location=args.location, since=since,
                                        until=until, open=True if args.open else None,
                                        limit=None)
+                if args.target and not found:
+                    # report() names every target the history knows, whatever the window.
+                    known = configured | {r.target for r in reader.report(now, now)}
+                    if args.target not in known:
+                        where = f"the history at {path}" + (
+                            "" if args.db else f" or in {args.config}")
+                        print(f"monitor outages: {unknown_target(args.target, known, where)}",
+                              file=sys.stderr)
+                        return 2
                 times = reader.outage_times(found, now)
                 print(format_outages(list(zip(found, times, strict=True)), args.format))
             else:
@@ -304,18 +340,23 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def unknown_target(name: str, known: set[str], where: str) -> str:
+    """Why --target NAME lists nothing: a typo, most likely."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = (f"did you mean {close[0]!r}?" if close
+            else f"known: {', '.join(sorted(known))}" if known else "it knows no targets yet")
+    return f"no target {name!r} in {where}; {hint}"
+
+
 def cmd_notify_test(args: argparse.Namespace) -> int:
     from monitor.notifications import build_all, send_test
 
     try:
         config = load_config(args.config)
-        notifiers, _, _ = build_all(config)
     except ConfigError as exc:
         print(f"monitor notify-test: {args.config} is not valid:\n{exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
-        print(f"monitor notify-test: {exc}", file=sys.stderr)
-        return 2
+    notifiers, _, _ = build_all(config)
     notifier = notifiers.get(args.name)
     if notifier is None:
         known = ", ".join(sorted(notifiers)) or "none are defined"
@@ -333,13 +374,101 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.path)
-        check_notifications(config)
     except ConfigError as exc:
-        print(str(exc))
-        print(f"{len(exc.errors)} error(s) in {args.path}", file=sys.stderr)
+        print(format_errors(exc))  # one error a line, then the count on a line of its own
         return 1
     print(f"{args.path}: ok, {len(config.targets)} targets, location {config.location}")
     return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a starter config for the given URLs, checked by load_config before it is kept."""
+    try:
+        interval = parse_duration(args.interval)
+        urls = [starter_url(url) for url in args.urls]
+    except ValueError as exc:
+        print(f"monitor init: {exc}", file=sys.stderr)
+        return 2
+    if interval < MIN_INTERVAL:
+        print(f"monitor init: --interval must be at least {MIN_INTERVAL:g}s", file=sys.stderr)
+        return 2
+    path = Path(args.config)
+    if path.exists() and not args.force:
+        print(f"monitor init: {path} exists; keep it (monitor run --config {path}) or pass "
+              "--force to overwrite it", file=sys.stderr)
+        return 2
+    text = starter_config(urls, interval, time.time())
+    try:
+        parse_config(text, str(path), {})  # what we write must load: no surprise at `run`
+    except ConfigError as exc:
+        print(f"monitor init: cannot write a valid config for these URLs:\n{exc}",
+              file=sys.stderr)
+        return 2
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"monitor init: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    count = len(urls)
+    print(f"wrote {path}: {count} target{'' if count == 1 else 's'}, "
+          f"probed every {interval:g}s")
+    run = "monitor run" if str(path) == DEFAULT_CONFIG else f"monitor run --config {path}"
+    print(f"next: {run}   (status page http://127.0.0.1:9321/, metrics at /metrics)")
+    return 0
+
+
+def starter_url(text: str) -> str:
+    """An http(s) URL from what the user typed: a bare host name means https://HOST/."""
+    url = text.strip()
+    if "://" not in url:
+        url = f"https://{url}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    return url if parts.path else f"{url}/"
+
+
+def starter_config(urls: Sequence[str], interval: float, now: float) -> str:
+    """A commented config watching `urls`; names come from the host names, made unique."""
+    names: list[str] = []
+    for url in urls:
+        base = label_safe(urlsplit(url).hostname or "") or "site"
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}-{n}", n + 1
+        names.append(name)
+    # Double-quoted YAML (JSON is a subset); `${` would be read as a variable reference.
+    targets = "".join(
+        f"  - name: {name}\n    url: {json.dumps(url).replace('${', '$${')}\n"
+        for name, url in zip(names, urls, strict=True)
+    )
+    return f"""\
+# Written by `monitor init` on {rfc3339(now)}. Check it with `monitor validate FILE`;
+# every option (notifiers, maintenance windows, expected status or text, labels) is
+# explained in config/example.yaml and the README.
+
+server:
+  listen: 127.0.0.1   # this machine only; to listen beyond it, set server.token first
+  port: 9321          # the status page, /metrics for Prometheus and the JSON API
+
+store:
+  path: data/monitor.db   # the outage history (SQLite), relative to where monitor starts
+
+defaults:
+  interval: {interval:g}s   # how often each URL is probed
+  timeout: {min(10.0, interval):g}s   # a slower answer is a failure
+  down_after: 3    # failed probes in a row before an outage opens
+  expect:
+    status: [200-399]   # the answers that count as up
+
+targets:
+{targets}
+# To be told about outages, add a notifier and list it under the targets, for example:
+# notifiers:
+#   ops: {{type: slack, url: "${{SLACK_WEBHOOK_URL}}"}}
+# and under defaults:  notifiers: [ops]
+"""
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -374,7 +503,7 @@ def check_json(target: Target, r: ProbeResult) -> dict[str, object]:
             "phase": r.phase, "message": r.message, "status": r.status,
             "duration_seconds": round(r.duration, 6),
             "phases": {p: round(r.phases[p], 6) for p in PHASES if p in r.phases},
-            "cert_expiry": r.cert_expiry}
+            "cert_expires_at": rfc3339(r.cert_expiry)}
 
 
 def check_line(target: Target, r: ProbeResult) -> str:

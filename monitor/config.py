@@ -7,7 +7,8 @@ secrets stay out of the file; error messages quote the file's text, never a subs
 value. Reading is bounded (file size, nesting depth, alias uses and expansion), so a wrong
 or hostile file costs little to reject.
 
-Imports only the standard library, PyYAML and `monitor.model`.
+Imports the standard library, PyYAML, `monitor.model`, `monitor.timefmt` and, to validate
+notifier settings and maintenance windows, `monitor.notify` (which never imports config).
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ from urllib.parse import urlsplit
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from monitor.model import StatusRange, Target
+from monitor.model import MAX_REDIRECTS, REDIRECT_POLICIES, StatusRange, Target
+from monitor.notify.maintenance import Window, parse_window
+from monitor.notify.registry import TYPES as NOTIFIER_TYPES
+from monitor.notify.registry import build_notifier
+from monitor.timefmt import parse_duration
 
 # --- the values -------------------------------------------------------------------------
 
@@ -37,7 +42,7 @@ from monitor.model import StatusRange, Target
 class ServerConfig:
     listen: str = "127.0.0.1"
     port: int = 9321  # 0 picks a free port (tests)
-    token: str | None = None  # optional bearer token required on /api and /-/reload
+    token: str | None = None  # optional bearer token required on every path but /healthz
     allowed_hosts: tuple[str, ...] = ()  # Host names served beyond the local ones; "*" = any
     allow_public_without_token: bool = False  # listen beyond loopback with no token
 
@@ -80,28 +85,15 @@ class ConnectivityConfig:
     min_hosts: int = 3  # ... out of at least this many distinct hosts
 
 
-NOTIFIER_TYPES: tuple[str, ...] = (
-    "webhook",
-    "slack",
-    "discord",
-    "teams",
-    "telegram",
-    "ntfy",
-    "pagerduty",
-    "email",
-    "alertmanager",
-    "apprise",
-)
-
-
 @dataclass(frozen=True, slots=True)
 class NotifierConfig:
     name: str
-    type: str  # one of NOTIFIER_TYPES
+    type: str  # a key of monitor.notify.registry.TYPES
     # The rest of the notifier's mapping as yaml.safe_load would give it, with ${VAR}
-    # substituted in strings (substituted values stay strings). Validated by monitor.notify.
+    # substituted in strings (substituted values stay strings). Checked at load time by
+    # building the notifier (monitor.notify.registry): a loaded config builds without error.
     settings: Mapping[str, Any]
-    line: int = 0  # line of the notifier's entry, so monitor.notify can report FILE:LINE too
+    line: int = 0  # line of the notifier's entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +107,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     connectivity: ConnectivityConfig = ConnectivityConfig()
     notifiers: tuple[NotifierConfig, ...] = ()
-    # `maintenance:` kept raw (like NotifierConfig.settings), validated by monitor.notify;
-    # the line of each window, so its errors can name it too.
-    raw_maintenance: tuple[Mapping[str, Any], ...] = ()
-    maintenance_lines: tuple[int, ...] = ()
+    maintenance: tuple[Window, ...] = ()
 
 
 class ConfigError(Exception):
@@ -139,26 +128,7 @@ def format_errors(exc: ConfigError) -> str:
 
 # --- durations and sizes ----------------------------------------------------------------
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-def parse_duration(text: str | int | float) -> float:
-    """Seconds in "500ms", "30s", "5m", "1h", "14d", "2w" or "1h30m"; bare numbers are seconds."""
-    value: float | None = None
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        value = float(text)
-    elif isinstance(text, str):
-        s = text.strip()
-        if _NUMBER.fullmatch(s):
-            value = float(s)
-        elif _DURATION.fullmatch(s):
-            value = sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(s))
-    if value is None or not math.isfinite(value) or value < 0:
-        raise ValueError(f"must be a duration like 10s, got {text!r}")
-    return value
 
 
 _SIZE_UNITS = {
@@ -246,8 +216,6 @@ NAME_RE = re.compile(r"[a-z0-9_.-]+")  # target, notifier and location names: la
 LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 RESERVED_LABELS = frozenset({"target", "location", "url", "kind"})  # and every __* name
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-MAX_REDIRECTS = 10
-REDIRECT_POLICIES = ("follow", "same-origin", "none")  # as monitor.probes.http follows them
 _HOST_NAME_RE = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")  # a name, IPv4 or IPv6
 MIN_INTERVAL = 1.0
 
@@ -336,11 +304,11 @@ def _compose(text: str) -> Node | None:
     fast_error: yaml.YAMLError | None = None
     if fast is not None:
         try:
-            return yaml.compose(text, Loader=fast)  # type: ignore[no-any-return]
+            return yaml.compose(text, Loader=fast)
         except yaml.YAMLError as exc:
             fast_error = exc
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)  # type: ignore[no-any-return]
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except RecursionError:
         # The pure-Python composer recurses once per level: libyaml says it better.
         if fast_error is not None:
@@ -407,15 +375,15 @@ def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:
     return f"unknown key; expected one of: {', '.join(allowed)}"
 
 
-def _label_safe(text: str) -> str:
-    """The nearest label-safe name, offered as the fix for a bad one."""
+def label_safe(text: str) -> str:
+    """The nearest label-safe name: the fix offered for a bad one, a name for a host."""
     return re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-")
 
 
 def _check_name(value: str) -> str:
     if NAME_RE.fullmatch(value):
         return value
-    fix = _label_safe(value)
+    fix = label_safe(value)
     hint = f"; try {fix!r}" if fix else ""
     raise _Invalid(f"must match [a-z0-9_.-]+ (it is used as a label value), got {value!r}{hint}")
 
@@ -425,7 +393,7 @@ def _seconds(value: float) -> str:
 
 
 def _default_location() -> str:
-    return _label_safe(socket.gethostname()) or "unknown"
+    return label_safe(socket.gethostname()) or "unknown"
 
 
 class _Parser:
@@ -438,6 +406,7 @@ class _Parser:
         self.unlisted = 0  # errors beyond MAX_ERRORS, only counted
         self.constructor = yaml.SafeLoader("")  # builds numbers, booleans etc. from nodes
         self.notifier_names: set[str] = set()
+        self.target_names: set[str] = set()  # every name given, for maintenance windows
 
     # -- reporting and generic shapes --
 
@@ -510,7 +479,7 @@ class _Parser:
         if isinstance(node, SequenceNode):
             inner = seen | {id(node)}
             return [self.plain(v, f"{path}[{i}]", inner) for i, v in enumerate(node.value)]
-        if node.tag == _STR:
+        if isinstance(node, ScalarNode) and node.tag == _STR:
             return self.substitute(node, path)
         try:
             return self.constructor.construct_object(node)
@@ -556,7 +525,7 @@ class _Parser:
             raise _Invalid(f"must be a string, got {_what(node)}")
         if node.tag == _STR:
             return self.substitute(node, path)
-        return node.value  # `country: no` means "no", not False: take it as written
+        return str(node.value)  # `country: no` means "no", not False: take it as written
 
     def from_env(self, node: Node, path: str) -> str | None:
         """The substituted text of a string holding ${VAR}, for number and boolean fields."""
@@ -595,7 +564,7 @@ class _Parser:
             value = float(env)
         if value is None or not math.isfinite(value):
             raise _Invalid(f"must be a number, got {_got(node)}")
-        return value
+        return float(value)
 
     def boolean(self, node: Node, path: str) -> bool:
         if isinstance(node, ScalarNode) and node.tag == _BOOL:
@@ -663,8 +632,8 @@ class _Parser:
         notifiers = self.notifiers(node.get("notifiers"))  # before targets: they refer to them
         defaults = self.defaults(node.get("defaults"))
         targets = self.targets(node.get("targets"), root, defaults)
-        maintenance = self.field(top, "maintenance", "", self.maintenance, ())
-        windows = tuple(window for window, _ in maintenance)
+        no_windows: tuple[Window, ...] = ()
+        maintenance = self.field(top, "maintenance", "", self.maintenance, no_windows)
         return Config(
             source=self.source,
             location=location,
@@ -675,8 +644,7 @@ class _Parser:
             limits=limits,
             connectivity=connectivity,
             notifiers=notifiers,
-            raw_maintenance=windows,
-            maintenance_lines=tuple(line for _, line in maintenance),
+            maintenance=maintenance,
         )
 
     def bounded(self, root: Node) -> bool:
@@ -749,7 +717,7 @@ class _Parser:
         if _is_null(node):
             return None
         value = self.text(node, path)
-        if not value and "${" not in node.value:  # type: ignore[union-attr]
+        if not value and "${" not in node.value:
             raise _Invalid("must not be empty")
         return value or None  # `${MONITOR_TOKEN:-}` with the variable unset: no token
 
@@ -938,34 +906,77 @@ class _Parser:
                 }
             except _Reported:
                 continue
+            self.notifier_settings(name, kind, settings, items, key_node)
             result.append(NotifierConfig(name, kind, MappingProxyType(settings), _line(key_node)))
         return tuple(result)
+
+    def notifier_settings(
+        self, name: str, kind: str, settings: dict[str, Any], items: _Items, entry: Node
+    ) -> None:
+        """Reports what building the notifier finds wrong, at the line of the setting."""
+        path = f"notifiers.{name}"
+        if "repeat" in items:  # the daemon's reminder period, not a channel setting
+            with contextlib.suppress(_Reported):
+                self.attempt(self.positive_duration, items["repeat"][1], f"{path}.repeat")
+        try:
+            build_notifier(name, kind, {k: v for k, v in settings.items() if k != "repeat"})
+        except ValueError as exc:
+            self.nested_error(str(exc), path, {k: key for k, (key, _) in items.items()}, entry)
+
+    def nested_error(
+        self, text: str, path: str, keys: Mapping[str, Node], entry: Node
+    ) -> None:
+        """An error from monitor.notify ("notifiers.ops.url: required"), reported at its
+        key's line when the key is there, else at the entry's."""
+        where, _, problem = text.partition(": ")
+        node = entry
+        if where.startswith(path) and where[len(path):len(path) + 1] in (".", "["):
+            rest = where[len(path):].lstrip(".")
+            key = re.match(r"[^.\[]*", rest)
+            if key is not None and key.group(0) in keys:
+                node = keys[key.group(0)]
+        self.error(node, where, problem)
 
     def notifier_type(self, node: Node, path: str) -> str:
         kind = self.string(node, path)
         if kind not in NOTIFIER_TYPES:
-            close = difflib.get_close_matches(kind, NOTIFIER_TYPES, n=1)
+            close = difflib.get_close_matches(kind, list(NOTIFIER_TYPES), n=1)
             choices = f"one of: {', '.join(NOTIFIER_TYPES)}"
             hint = f"did you mean '{close[0]}'?" if close else choices
             raise _Invalid(f"unknown notifier type {kind!r}; {hint}")
         return kind
 
-    def maintenance(self, node: Node, path: str) -> tuple[tuple[Mapping[str, Any], int], ...]:
-        """Each window as plain values, with its line."""
+    def maintenance(self, node: Node, path: str) -> tuple[Window, ...]:
+        """The windows, each checked by monitor.notify.maintenance; errors name their line."""
         if _is_null(node):
             return ()
         if not isinstance(node, SequenceNode):
             raise _Invalid(f"must be a list, got {_what(node)}")
-        windows: list[tuple[Mapping[str, Any], int]] = []
+        windows: list[Window] = []
         for i, item in enumerate(node.value):
+            where = f"{path}[{i}]"
             try:
-                value = self.attempt(self.plain, item, f"{path}[{i}]")
+                value = self.attempt(self.plain, item, where)
             except _Reported:
                 continue
-            if isinstance(value, dict):
-                windows.append((MappingProxyType(value), _line(item)))
-            else:
-                self.error(item, f"{path}[{i}]", f"must be a mapping, got {_what(item)}")
+            if not isinstance(value, dict):
+                self.error(item, where, f"must be a mapping, got {_what(item)}")
+                continue
+            keys = {k.value: k for k, _ in item.value if isinstance(k, ScalarNode)}
+            try:
+                window = parse_window(value, where)
+            except ValueError as exc:
+                self.nested_error(str(exc), where, keys, item)
+                continue
+            windows.append(window)
+            # A misspelt name would make the window silently cover nothing.
+            named = value.get("targets")
+            for j, name in enumerate([named] if isinstance(named, str) else named or ()):
+                if name not in self.target_names:
+                    close = difflib.get_close_matches(name, sorted(self.target_names), n=1)
+                    hint = f"; did you mean '{close[0]}'?" if close else ""
+                    at = f"{where}.targets" + ("" if isinstance(named, str) else f"[{j}]")
+                    self.error(keys["targets"], at, f"unknown target {name!r}{hint}")
         return tuple(windows)
 
     # -- targets --
@@ -1016,6 +1027,7 @@ class _Parser:
                     )
                 else:
                     first_line[name] = _line(items["name"][1])
+                    self.target_names.add(name)
             own = self.options({k: v for k, v in items.items() if k not in _OWN_KEYS}, path)
             self.check_overlap(own, defaults, path)
             if name is not None and url is not None:
@@ -1053,7 +1065,8 @@ class _Parser:
         )
         if timeout <= interval:
             return
-        if "timeout" in own:
+        # Each node is there: the key was set in `own`, or checked above.
+        if "timeout" in own and timeout_node is not None:
             self.error(
                 timeout_node,
                 f"{path}.timeout",
@@ -1061,7 +1074,7 @@ class _Parser:
                 f"({_seconds(interval)}), got "
                 f"{_got(timeout_node)}",
             )
-        else:
+        elif interval_node is not None:
             self.error(
                 interval_node,
                 f"{path}.interval",

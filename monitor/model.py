@@ -49,6 +49,11 @@ class StatusRange:
         return isinstance(status, int) and self.low <= status <= self.high
 
 
+# How a target may follow redirects: config validates against these, the probe obeys them.
+MAX_REDIRECTS = 10  # hard cap whatever the target asks for
+REDIRECT_POLICIES = ("follow", "same-origin", "none")
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """What to probe and how to judge it. Built by `monitor.config`; never mutated."""
@@ -65,8 +70,8 @@ class Target:
     body_contains: str | None = None
     body_regex: str | None = None
     follow_redirects: bool = True  # False is the same as redirects="none"
-    redirects: str = "follow"  # follow | same-origin | none (see monitor.probes.http)
-    max_redirects: int = 10
+    redirects: str = "follow"  # one of REDIRECT_POLICIES (see monitor.probes.http)
+    max_redirects: int = MAX_REDIRECTS
     verify_tls: bool = True
     max_body_bytes: int = 1024 * 1024  # decompressed bytes read at most
     down_after: int = 3

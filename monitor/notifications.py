@@ -9,22 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Collection, Iterable
 
 import aiohttp
 
-from monitor.config import Config, ConfigError
+from monitor.config import Config
 from monitor.metrics import public_url
 from monitor.model import Outage, State, Target, Transition
-from monitor.notify.base import Message, Notifier, NotifyError, parse_duration, redact
-from monitor.notify.maintenance import Window, in_maintenance, parse_windows
+from monitor.notify.base import Message, Notifier, NotifyError, redact
+from monitor.notify.maintenance import Window, in_maintenance
 from monitor.notify.messages import notify_test_message
 from monitor.notify.registry import build_notifier
 from monitor.notify.sender import OutboxEntry, Sender
 from monitor.store import Notification, Store
 from monitor.store.base import Outbox
+from monitor.timefmt import parse_duration
 
 log = logging.getLogger("monitor.notify")
 REMINDER_CHECK = 30.0  # seconds between looks for outages that need a reminder
@@ -33,41 +33,17 @@ REMINDER_CHECK = 30.0  # seconds between looks for outages that need a reminder
 def build_all(config: Config) -> tuple[dict[str, Notifier], dict[str, float], list[Window]]:
     """Notifiers, their reminder periods (`repeat`), and maintenance windows of a config.
 
-    Raises ValueError listing every problem as `FILE:LINE: notifiers.x.y: message`.
+    load_config has built every notifier once to validate it: this cannot fail.
     """
     notifiers: dict[str, Notifier] = {}
     repeats: dict[str, float] = {}
-    errors: list[str] = []
     for n in config.notifiers:
         settings = dict(n.settings)
         repeat = settings.pop("repeat", None)
-        try:
-            if repeat is not None:
-                repeats[n.name] = parse_duration(repeat)
-            notifiers[n.name] = build_notifier(n.name, n.type, settings)
-        except ValueError as exc:
-            message = str(exc) if str(exc).startswith("notifiers.") \
-                else f"notifiers.{n.name}.repeat: {exc}"
-            errors.append(f"{config.source}:{n.line}: {message}")
-    try:
-        windows = parse_windows(config.raw_maintenance)
-    except ValueError as exc:
-        index = re.match(r"maintenance\[(\d+)\]", str(exc))
-        lines = config.maintenance_lines
-        line = lines[int(index.group(1))] if index and int(index.group(1)) < len(lines) else 1
-        errors.append(f"{config.source}:{line}: {exc}")
-        windows = []
-    if errors:
-        raise ValueError("\n".join(errors))
-    return notifiers, repeats, windows
-
-
-def check_notifications(config: Config) -> None:
-    """Raise ConfigError if notifier settings or maintenance windows are invalid."""
-    try:
-        build_all(config)
-    except ValueError as exc:
-        raise ConfigError(str(exc).splitlines()) from None
+        if repeat is not None:
+            repeats[n.name] = parse_duration(repeat)
+        notifiers[n.name] = build_notifier(n.name, n.type, settings)
+    return notifiers, repeats, list(config.maintenance)
 
 
 def outage_message(outage: Outage, kind: str, url: str, *, key: str | None = None,

@@ -35,7 +35,7 @@ def format_outages(outages: Sequence[tuple[Outage, OutageTime]], fmt: str) -> st
     was offline) during an outage is shown apart, as unknown."""
     records = [outage_json(o, t) for o, t in outages]
     if fmt == "json":
-        return json.dumps(records, indent=1)
+        return json.dumps(records, indent=2)
     columns = ["id", "target", "location", "started_at", "ended_at", "duration_seconds",
                "unknown_seconds", "cause", "failed_probes", "message"]
     if fmt == "csv":
@@ -63,7 +63,7 @@ def format_report(reports: Sequence[TargetReport], fmt: str) -> str:
                 "mttr_seconds": None if r.mttr_seconds is None else round(r.mttr_seconds, 1),
                 "known_seconds": round(r.known_seconds, 1)} for r in reports]
     if fmt == "json":
-        return json.dumps(records, indent=1)
+        return json.dumps(records, indent=2)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else ["target"],

@@ -27,9 +27,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from monitor.config import parse_duration
 from monitor.model import Outage, OutageTime
-from monitor.timefmt import human_duration, rfc3339
+from monitor.timefmt import human_duration, parse_duration, rfc3339
 
 log = logging.getLogger("monitor.server")
 
@@ -197,7 +196,7 @@ RETRY = {"Retry-After": "60"}  # store trouble: worth asking again in a minute
 
 def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
           ) -> web.Response:
-    return web.Response(text=json.dumps(data, indent=1) + "\n", status=status,
+    return web.Response(text=json.dumps(data, indent=2) + "\n", status=status,
                         content_type="application/json", headers=headers)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import yaml
 
 from monitor.config import (
     NAME_RE,
-    NOTIFIER_TYPES,
     Config,
     ConfigError,
     MetricsConfig,
@@ -19,10 +19,12 @@ from monitor.config import (
     format_errors,
     load_config,
     parse_config,
-    parse_duration,
     parse_size,
 )
 from monitor.model import StatusRange, Target
+from monitor.notify.maintenance import Window
+from monitor.notify.registry import TYPES as NOTIFIER_TYPES
+from monitor.timefmt import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "configs"
@@ -197,10 +199,10 @@ targets:
     notifiers: []
     source_address: 127.0.0.2
 notifiers:
-  ops: {type: slack, url: "${HOOK}", mention: [a, b], retries: 3}
+  ops: {type: slack, url: "${HOOK}", repeat: 4h, timeout: 5s}
   log: {type: webhook, url: http://127.0.0.1:9/}
 maintenance:
-  - {targets: [plain], start: "02:00", duration: 1h, note: "${WHERE}"}
+  - {targets: [plain], cron: "0 2 * * *", duration: 1h, name: "${WHERE}"}
 """
 ENV = {"WHERE": "lab-1", "PORT": "8080", "TOKEN": "s3cret", "HOOK": "http://127.0.0.1/hook"}
 
@@ -262,14 +264,14 @@ def test_valid_config_round_trip() -> None:
     assert (ops.name, ops.type, log.name, log.type) == ("ops", "slack", "log", "webhook")
     assert dict(ops.settings) == {
         "url": "http://127.0.0.1/hook",
-        "mention": ["a", "b"],
-        "retries": 3,
+        "repeat": "4h",
+        "timeout": "5s",
     }
     lines = VALID.splitlines()
     assert ops.line == 1 + next(i for i, line in enumerate(lines) if line.startswith("  ops:"))
-    assert [dict(window) for window in config.raw_maintenance] == [
-        {"targets": ["plain"], "start": "02:00", "duration": "1h", "note": "lab-1"}
-    ]
+    assert config.maintenance == (
+        Window(frozenset({"plain"}), cron="0 2 * * *", duration=3600, name="lab-1"),
+    )
 
 
 def test_minimal_config_gets_every_default() -> None:
@@ -295,7 +297,7 @@ def test_empty_sections_are_allowed() -> None:
         "targets: [{name: a, url: 'http://x/'}]\n"
     )
     config = parse_config(text, "e.yaml", {})
-    assert (config.server, config.notifiers, config.raw_maintenance) == (ServerConfig(), (), ())
+    assert (config.server, config.notifiers, config.maintenance) == (ServerConfig(), (), ())
 
 
 def test_timeout_equal_to_interval_is_fine() -> None:
@@ -400,7 +402,7 @@ def test_parse_duration(text: str | float, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["ten", "", "-5s", "5 s", "1y", "s", "1e3", "inf", -1, True])
 def test_parse_duration_rejects(text: str | float) -> None:
-    with pytest.raises(ValueError, match=r"^must be a duration like 10s, got "):
+    with pytest.raises(ValueError, match=r"^must be a duration like 10s$"):
         parse_duration(text)
 
 
@@ -426,3 +428,14 @@ def test_parse_size(text: str | int, size: int) -> None:
 def test_parse_size_rejects(text: str | int) -> None:
     with pytest.raises(ValueError, match=r"^must be a size like 1MiB, got "):
         parse_size(text)
+
+
+def test_errors_of_every_section_are_listed_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Targets, notifier settings and maintenance windows: one pass, every error, each line."""
+    monkeypatch.chdir(FIXTURES)
+    with pytest.raises(ConfigError) as caught:
+        load_config("invalid-every-section.yaml", environ={})
+    sections = {re.split(r"[.\[]", error.split(": ")[1])[0] for error in caught.value.errors}
+    assert sections == {"targets", "notifiers", "maintenance"}
+    lines = [int(error.split(":")[1]) for error in caught.value.errors]
+    assert lines == sorted(lines) and len(set(lines)) == len(lines) == 10

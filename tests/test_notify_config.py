@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from monitor.notify.base import Message, parse_duration, redact, url_secrets
+from monitor.notify.base import Message, redact, url_secrets
 from monitor.notify.messages import Templates, format_duration, notify_test_message
 from monitor.notify.registry import build_notifier, build_notifiers
+from monitor.timefmt import parse_duration
 
 HOOK = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXX"
 
@@ -30,7 +34,7 @@ HOOK = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXX"
         (
             "slack",
             {"url": HOOK, "timeout": "forever"},
-            "notifiers.ops.timeout: must be a duration such as 30s, 5m or 2h",
+            "notifiers.ops.timeout: must be a duration like 10s",
         ),
         ("slack", {"url": HOOK, "timeout": 0}, "notifiers.ops.timeout: must be more than zero"),
         (
@@ -232,3 +236,14 @@ def test_default_texts():
 def test_message_round_trips_through_a_dict():
     message = notify_test_message("msk", 12.0, "ops")
     assert Message.from_dict(message.to_dict()) == message
+
+
+def test_notify_sits_below_config() -> None:
+    """config builds notifiers to validate them, so monitor.notify must never import config
+    (or anything above it): that would be an import cycle."""
+    code = ("import sys, monitor.notify.registry, monitor.notify.maintenance, "
+            "monitor.notify.sender; print(' '.join(sorted(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60).stdout.split()
+    ours = {name for name in loaded if name.startswith("monitor.")}
+    assert {n for n in ours if not n.startswith("monitor.notify")} == {"monitor.timefmt"}

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import pytest
 
 from monitor.config import ConfigError, load_config
-from monitor.notifications import check_notifications
 from monitor.notify.maintenance import Window, in_maintenance, parse_windows
 
 
@@ -105,7 +104,7 @@ def test_no_windows():
         ([{"cron": "0 3 * * SUN"}], "maintenance[0].duration: required"),
         (
             [{"cron": "0 3 * * SUN", "duration": "soon"}],
-            "maintenance[0].duration: must be a duration such as 30s, 5m or 2h",
+            "maintenance[0].duration: must be a duration like 10s",
         ),
         (
             [{"cron": "0 3 * * SUN", "duration": 0}],
@@ -173,5 +172,5 @@ def test_window_errors_name_their_line(tmp_path):
         "    duration: 1h\n"
     )
     with pytest.raises(ConfigError) as caught:
-        check_notifications(load_config(path))
+        load_config(path)
     assert caught.value.errors == [f"{path}:4: maintenance[1].cron: never fires: '0 3 30 2 *'"]

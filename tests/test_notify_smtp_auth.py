@@ -57,9 +57,9 @@ notifiers:
                           capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
     assert done.returncode == 1
     assert done.stdout == (
-        f"{config}:3: notifiers.mail.password: would be sent without TLS (security: none); "
+        f"{config}:8: notifiers.mail.password: would be sent without TLS (security: none); "
         "use security: starttls or tls, or set allow_plaintext_auth: true if the network "
-        "path is trusted\n"
+        "path is trusted\n1 error in the configuration\n"
     )
     assert "pw-secret" not in done.stdout + done.stderr
     config.write_text(config.read_text().replace("security: none", "security: none\n"

@@ -6,5 +6,7 @@
 (windows when nothing is sent). Nothing is imported here, so `monitor.notify.base` stays
 cheap to import (the registry pulls in every channel, Apprise included).
 
-This package imports monitor.model at most: never the store, config, metrics or app.
+This package imports monitor.timefmt (and the version from `monitor`) at most: never the
+store, config, metrics or app. monitor.config builds notifiers and windows to validate
+them, so an import the other way would be a cycle (tests/test_notify_config.py checks).
 """

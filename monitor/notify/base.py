@@ -5,19 +5,19 @@ marked permanent (retrying cannot help: fix the config) or temporary (try again 
 Errors, logs and reprs never contain secrets: channels register theirs and `redact` removes
 them from any text that leaves the notifier.
 
-Imports: stdlib and aiohttp only (no other package module).
+Imports: stdlib, aiohttp and monitor.timefmt (the one duration syntax).
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from monitor.timefmt import parse_duration
 
 KINDS = ("down", "up", "reminder", "test")
 
@@ -52,7 +52,8 @@ class Message:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Message:
-        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+        values: dict[str, Any] = {name: data.get(name) for name in cls.__dataclass_fields__}
+        return cls(**values)
 
 
 class Notifier(Protocol):
@@ -84,27 +85,6 @@ def url_secrets(url: str) -> tuple[str, ...]:
         if len(path) >= 16:
             found.append(path)
     return tuple(s for s in found if s)
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a string like "90s", "5m", "2h", "1h30m", "1d"."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 30s, 5m or 2h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and re.fullmatch(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+", value):
-        seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
-    elif isinstance(value, str) and re.fullmatch(r"\d+(?:\.\d+)?", value):
-        seconds = float(value)
-    else:
-        raise ValueError("must be a duration such as 30s, 5m or 2h")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError("must be a duration such as 30s, 5m or 2h")
-    return seconds
 
 
 _MISSING = object()

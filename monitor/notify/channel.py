@@ -20,12 +20,15 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from monitor import __version__
 from monitor.notify.base import Message, NotifyError, Settings, redact
 from monitor.notify.messages import Rendered, Templates
 
 DEFAULT_TIMEOUT = 10.0
 MAX_BODY = 64 * 1024  # bytes of a response body we read: enough for any error reason
 MAX_REASON = 200  # characters of a reason we keep
+# Who is calling, for the receiver's logs; a webhook's own `headers:` may override it.
+USER_AGENT = f"monitor/{__version__}"
 
 
 class Channel:
@@ -52,6 +55,10 @@ class Channel:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+    async def send(self, message: Message, session: aiohttp.ClientSession) -> None:
+        """Deliver one message (the `Notifier` interface): each channel implements it."""
+        raise NotImplementedError
 
     def render(self, message: Message) -> Rendered:
         return self.templates.render(message)
@@ -104,7 +111,7 @@ async def request(
 ) -> str:
     """One HTTP request with its own timeout; raises `NotifyError` unless the status is 2xx."""
     secrets = tuple(secrets)
-    send_headers = dict(headers or {})
+    send_headers = {"User-Agent": USER_AGENT, **(headers or {})}
     if json_body is not None:
         data = json.dumps(json_body, ensure_ascii=False).encode()
         send_headers.setdefault("Content-Type", "application/json")

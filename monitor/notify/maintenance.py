@@ -11,7 +11,7 @@ A one-off time without an offset is read in `timezone`. A recurring window cover
 [fire, fire + duration) for each cron fire time, computed in its time zone, so "03:00
 Moscow" stays 03:00 local time whatever the offset.
 
-Imports: stdlib, croniter, monitor.notify.base.
+Imports: stdlib, croniter, monitor.timefmt.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from monitor.notify.base import parse_duration
+from monitor.timefmt import parse_duration
 
 KEYS = {"name", "targets", "start", "end", "cron", "duration", "timezone"}
 
@@ -65,10 +65,11 @@ def parse_windows(raw: Sequence[Mapping[str, Any]] | None) -> list[Window]:
         return []
     if not isinstance(raw, Sequence) or isinstance(raw, str):
         raise ValueError("maintenance: must be a list of windows")
-    return [_parse_window(item, f"maintenance[{i}]") for i, item in enumerate(raw)]
+    return [parse_window(item, f"maintenance[{i}]") for i, item in enumerate(raw)]
 
 
-def _parse_window(item: Any, where: str) -> Window:
+def parse_window(item: Any, where: str) -> Window:
+    """One window of the `maintenance:` list; a ValueError names its path (`where.key`)."""
     if not isinstance(item, Mapping):
         raise ValueError(f"{where}: must be a mapping")
     unknown = sorted(str(k) for k in item if k not in KEYS)
@@ -146,6 +147,5 @@ def _time(value: Any, zone: ZoneInfo, where: str) -> float:
             ) from None
     if not isinstance(value, datetime):
         raise ValueError(f"{where}: must be a time such as 2026-03-01T02:00:00Z")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)
-    return value.timestamp()
+    moment: datetime = value if value.tzinfo is not None else value.replace(tzinfo=zone)
+    return moment.timestamp()

@@ -284,8 +284,8 @@ class Sender:
         if retry_after is not None:
             delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
         await self._outbox.retry(entry.id, self._clock() + delay, error)
-        if _outage(entry) is not None:
-            self._retrying.setdefault((entry.notifier, _outage(entry)), set()).add(entry.id)
+        if (outage := _outage(entry)) is not None:
+            self._retrying.setdefault((entry.notifier, outage), set()).add(entry.id)
         log.warning(
             "notification %s via %s failed (attempt %d), retrying in %.1fs: %s",
             key, entry.notifier, entry.attempts + 1, delay, error,

@@ -50,7 +50,15 @@ import aiohttp.abc
 from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
-from monitor.model import PHASES, Failure, ProbeResult, StatusRange, Target
+from monitor.model import (
+    MAX_REDIRECTS,
+    PHASES,
+    REDIRECT_POLICIES,
+    Failure,
+    ProbeResult,
+    StatusRange,
+    Target,
+)
 from monitor.probes.resolve import LOCAL_ERRNOS, Resolver, is_public
 from monitor.probes.sanitize import clean, target_secrets
 
@@ -64,13 +72,11 @@ __all__ = [
     "probe_http",
 ]
 
-MAX_REDIRECTS = 10  # hard cap whatever the target asks for
 MAX_LINE_SIZE = 8190  # status line and each header field, bytes
 # curl and the blackbox exporter (Go) have no count limit, only a size one; thousands of
 # headers are accepted, and memory stays bounded by MAX_HEADERS × MAX_LINE_SIZE.
 MAX_HEADERS = 2000
 MAX_INFORMATIONAL = 10  # 1xx responses before the final one; more is a hostile flood
-REDIRECT_POLICIES = ("follow", "same-origin", "none")
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 # The deadline is ours (asyncio.timeout); aiohttp's own timeouts stay off.
