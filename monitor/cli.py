@@ -25,7 +25,7 @@ from monitor.config import (
     load_config,
     parse_duration,
 )
-from monitor.model import PHASES, ProbeResult, Target
+from monitor.model import PHASES, OutageQuery, ProbeResult, Target
 from monitor.notifications import check_notifications
 from monitor.server import is_loopback
 
@@ -290,9 +290,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     try:
         with SqliteReader(path) as reader:
             if args.command == "outages":
-                found = reader.outages(target=args.target, location=args.location, since=since,
-                                       until=until, open=True if args.open else None,
-                                       limit=None)
+                found = reader.outages(OutageQuery(
+                    target=args.target, location=args.location, since=since, until=until,
+                    open=True if args.open else None, limit=None))
                 times = reader.outage_times(found, now)
                 print(format_outages(list(zip(found, times, strict=True)), args.format))
             else:

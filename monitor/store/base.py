@@ -3,6 +3,10 @@
 Imports only `monitor.model`. A backend (SQLite now, PostgreSQL later) implements `Store`;
 the interval arithmetic below is shared so every backend computes uptime the same way.
 
+Reads are consistent with writes: a read answers as if every change the store accepted
+before it (`apply_transition`, `record_result`, runs) had been written, whether or not the
+writes have reached the disk yet.
+
 The outbox: notifications waiting to be delivered, written in the same transaction as the
 outage change they announce. The store keeps their payloads as JSON objects and knows
 nothing about messages or channels; `monitor.app` converts (`Message.to_dict`/`from_dict`).
@@ -18,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from monitor.model import Outage, OutageTime, ProbeResult, State, Transition
+from monitor.model import Outage, OutageQuery, OutageTime, ProbeResult, State, Transition
 
 DAY = 86400.0
 
@@ -106,9 +110,15 @@ class Outbox(Protocol):
 class Store(Protocol):
     """Outage history, rollups and run periods of one or more monitor locations."""
 
-    errors: dict[str, int]  # failed write attempts by kind (locked, readonly, full, io, ...)
-    dropped: int  # rollup buckets discarded because writes failed for too long
     outbox: Outbox
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Failed write attempts by kind (locked, readonly, full, io, ...)."""
+
+    @property
+    def dropped(self) -> int:
+        """Rollup buckets discarded because writes failed for too long."""
 
     async def open(self) -> None: ...
 
@@ -149,17 +159,8 @@ class Store(Protocol):
 
     async def target_states(self, location: str) -> dict[str, tuple[State, float | None]]: ...
 
-    async def outages(
-        self,
-        *,
-        target: str | None = None,
-        location: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        open: bool | None = None,
-        limit: int = 1000,
-    ) -> list[Outage]:
-        """Outages overlapping [since, until], newest first."""
+    async def outages(self, query: OutageQuery | None = None) -> list[Outage]:
+        """The outages `query` asks for (default: the latest 1000), newest first."""
 
     async def outage_times(self, outages: Sequence[Outage], now: float) -> list[OutageTime]:
         """Known and unknown time of each outage as of `now`, from the run periods."""
