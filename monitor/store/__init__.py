@@ -4,7 +4,7 @@ Imports `monitor.model` and its own modules only. `monitor.app` makes a store wi
 `open_store(config.store)` and passes it in; its `outbox` feeds the notification sender.
 The CLI reads with `SqliteReader` while the daemon runs or not.
 
-The modules, one job each: `base` (the interface and the uptime arithmetic), `sqlite`
+The modules, one job each: `base` (the interface), `uptime` (known time), `sqlite`
 (the store: outages, states, runs), `schema` (tables, migrations, file trouble), `writer`
 (the store thread and batch writer), `queries` (every read; `reader` for the CLI),
 `rollups`, `outbox`, `retention`, `files` (private file modes).

@@ -1,7 +1,7 @@
 """Reading the history: every query of the SQLite backend, shared by the daemon's store
 (`SqliteStore`, async, in its store thread) and the CLI's read-only `SqliteReader`.
 
-Imports `monitor.model` and `monitor.store.{base,schema}` only. Each function takes an
+Imports `monitor.model` and `monitor.store.{base,schema,uptime}` only. Each function takes an
 open connection inside the caller's read transaction.
 
 Reads are consistent with writes (the one rule): a read answers as if every change the
@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from monitor.model import Failure, Outage, OutageQuery, OutageTime, State
-from monitor.store.base import Interval, OutboxRow, TargetReport, outage_time, summarize
+from monitor.store.base import OutboxRow, TargetReport
 from monitor.store.schema import OUTBOX_VERSION, check_size, version_of
+from monitor.store.uptime import Interval, outage_time, summarize
 
 
 @dataclass(frozen=True, slots=True)
