@@ -106,7 +106,9 @@ class Outbox(Protocol):
 class Store(Protocol):
     """Outage history, rollups and run periods of one or more monitor locations."""
 
-    outbox: Outbox
+    @property
+    def outbox(self) -> Outbox:
+        """The notifications waiting to be delivered."""
 
     @property
     def errors(self) -> dict[str, int]:
