@@ -681,3 +681,24 @@ async def test_full_disk(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
             assert await store.flush()
             assert [o.id for o in await store.outages(OutageQuery(open=True))] == [1]
             assert query(path, "SELECT count(*) FROM rollup_minute") == [(3000,)]
+
+
+async def test_the_store_is_an_async_context_manager_and_closing_is_safe_in_any_state(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.db"
+    never_opened = SqliteStore(path, flush_interval=60.0)
+    await never_opened.close()  # nothing to do, no error
+    assert not path.exists()
+
+    async with SqliteStore(path, flush_interval=60.0, clock=Clock(T0 + 5)) as store:
+        assert await store.start_run(HERE, T0) == 1
+    await store.close()  # a second time: no error
+    assert query(path, "SELECT ended_at FROM runs") == [(T0 + 5,)]  # ended at close
+
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"not a database" * 10)
+    failed = SqliteStore(damaged, flush_interval=60.0)
+    with pytest.raises(StoreError, match="is damaged"):
+        await failed.open()
+    await failed.close()  # after a failed open: no error

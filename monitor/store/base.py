@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from monitor.model import Outage, OutageQuery, OutageTime, ProbeResult, State, Transition
 
@@ -120,11 +120,17 @@ class Store(Protocol):
 
     async def open(self) -> None: ...
 
+    async def __aenter__(self) -> Self:
+        """`open()`; `async with store:` closes it however the block ends."""
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
     async def check_writable(self) -> None:
         """Raise StoreError (naming the file and the fix) unless a write can commit now."""
 
     async def close(self) -> None:
-        """Flush pending writes, end the current run and release the database."""
+        """Flush pending writes, end the current run and release the database. Safe in any
+        state (before `open`, after a failed one, twice)."""
 
     def record_result(self, location: str, result: ProbeResult) -> None:
         """Count a result into its minute bucket in memory (written with the next flush)."""

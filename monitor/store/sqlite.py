@@ -149,6 +149,13 @@ class SqliteStore:
             self._writer.add_source(source)
         self._writer.start()
 
+    async def __aenter__(self) -> SqliteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def check_writable(self) -> None:
         """Raise StoreError, naming the file and the fix, unless a write can commit now."""
         try:
@@ -157,7 +164,9 @@ class SqliteStore:
             raise StoreError(trouble(self.path, e, "write")) from e
 
     async def close(self) -> None:
-        """End the current run, write what is pending (one last try) and let go of the file."""
+        """End the current run, write what is pending (one last try) and let go of the file.
+
+        Safe in any state: before `open`, after a failed one, or a second time."""
         if not self._writer.running:
             return
         if self._run is not None:
