@@ -22,7 +22,8 @@ from pathlib import Path
 
 from monitor.model import Failure
 from monitor.store import Retention, SqliteStore
-from monitor.store.sqlite import FAILURE_COLUMNS, prune_history
+from monitor.store.retention import prune_history
+from monitor.store.schema import FAILURE_COLUMNS
 
 DAY = 86400
 START = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -23,7 +23,16 @@ from monitor.config import Config, ConfigError, load_config
 from monitor.connectivity import Change, Connectivity
 from monitor.limits import AcceptErrors, probe_slots, raise_nofile_limit, serve, server_slots
 from monitor.metrics import UPTIME_WINDOWS, Metrics, public_url
-from monitor.model import Failure, Outage, OutageTime, ProbeResult, State, Target, Transition
+from monitor.model import (
+    Failure,
+    Outage,
+    OutageQuery,
+    OutageTime,
+    ProbeResult,
+    State,
+    Target,
+    Transition,
+)
 from monitor.notifications import Notifications
 from monitor.probes import run_probe
 from monitor.probes.http import DnsChannel
@@ -362,11 +371,9 @@ class Monitor:
             })
         return out
 
-    async def outages(self, *, target: str | None, since: float | None, until: float | None,
-                      open: bool | None) -> list[tuple[Outage, OutageTime]]:
+    async def outages(self, query: OutageQuery) -> list[tuple[Outage, OutageTime]]:
         try:
-            found = await self.store.outages(target=target, location=self.location,
-                                             since=since, until=until, open=open)
+            found = await self.store.outages(replace(query, location=self.location))
             times = await self.store.outage_times(found, self._clock())
             return list(zip(found, times, strict=True))
         except StoreError as exc:

@@ -32,7 +32,7 @@ from monitor.config import (
     load_config,
     parse_config,
 )
-from monitor.model import PHASES, ProbeResult, Target
+from monitor.model import PHASES, OutageQuery, ProbeResult, Target
 from monitor.server import is_loopback
 from monitor.timefmt import parse_duration, rfc3339
 
@@ -317,9 +317,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     try:
         with SqliteReader(path) as reader:
             if args.command == "outages":
-                found = reader.outages(target=args.target, location=args.location, since=since,
-                                       until=until, open=True if args.open else None,
-                                       limit=None)
+                found = reader.outages(OutageQuery(
+                    target=args.target, location=args.location, since=since, until=until,
+                    open=True if args.open else None, limit=None))
                 if args.target and not found:
                     # report() names every target the history knows, whatever the window.
                     known = configured | {r.target for r in reader.report(now, now)}

@@ -150,3 +150,29 @@ class OutageTime:
 
     known: float
     unknown: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutageQuery:
+    """Which outages to list: the filters of the API, the CLI and the store, declared once.
+
+    An outage matches when it overlaps [since, until] (an open one lasts until now) and
+    every filter given (None: any) holds. Results come newest first, at most `limit`.
+    """
+
+    target: str | None = None
+    location: str | None = None
+    since: float | None = None
+    until: float | None = None
+    open: bool | None = None  # True: only open outages; False: only closed ones
+    limit: int | None = 1000  # None: all
+
+    def matches(self, outage: Outage) -> bool:
+        """The filters (not the limit) applied to one outage; the store's SQL says the same."""
+        return (
+            (self.target is None or outage.target == self.target)
+            and (self.location is None or outage.location == self.location)
+            and (self.since is None or outage.ended_at is None or outage.ended_at >= self.since)
+            and (self.until is None or outage.started_at <= self.until)
+            and (self.open is None or (outage.ended_at is None) == self.open)
+        )

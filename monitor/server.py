@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from monitor.model import Outage, OutageTime
+from monitor.model import Outage, OutageQuery, OutageTime
 from monitor.timefmt import human_duration, parse_duration, rfc3339
 
 log = logging.getLogger("monitor.server")
@@ -86,10 +86,9 @@ class View(Protocol):
     def now(self) -> float: ...
     def targets_json(self) -> list[dict[str, Any]]: ...
     def offline_json(self) -> dict[str, Any] | None: ...
-    async def outages(self, *, target: str | None, since: float | None, until: float | None,
-                      open: bool | None) -> list[TimedOutage]:
-        """Newest first, each with its known and unknown time as of now. Raises Unavailable
-        when the history cannot be read."""
+    async def outages(self, query: OutageQuery) -> list[TimedOutage]:
+        """This monitor's outages `query` asks for, newest first, each with its known and
+        unknown time as of now. Raises Unavailable when the history cannot be read."""
     async def reload(self) -> tuple[bool, list[str]]: ...
 
 
@@ -145,7 +144,7 @@ def build_app(view: View, registry: CollectorRegistry, token: str | None = None,
         except ValueError as exc:
             return _json({"error": str(exc)}, status=400)
         try:
-            found = await view.outages(**query)
+            found = await view.outages(query)
         except Unavailable as exc:
             return _json({"error": f"the outage history is unavailable: {exc}"}, status=503,
                          headers=RETRY)
@@ -155,8 +154,7 @@ def build_app(view: View, registry: CollectorRegistry, token: str | None = None,
     async def status_page(request: web.Request) -> web.Response:
         # Live state comes from memory; only the outage list needs the history.
         try:
-            recent = await view.outages(target=None, since=view.now() - 30 * 86400,
-                                        until=None, open=None)
+            recent = await view.outages(OutageQuery(since=view.now() - 30 * 86400))
         except Unavailable as exc:
             return web.Response(text=render_status_page(view, [], trouble=str(exc)),
                                 status=503, content_type="text/html", headers=RETRY)
@@ -170,25 +168,23 @@ def build_app(view: View, registry: CollectorRegistry, token: str | None = None,
 _OUTAGE_PARAMS = {"target", "since", "until", "open"}
 
 
-def _outage_query(query: Mapping[str, str], now: float) -> dict[str, Any]:
+def _outage_query(query: Mapping[str, str], now: float) -> OutageQuery:
     unknown = sorted(set(query) - _OUTAGE_PARAMS)
     if unknown:
         allowed = ", ".join(sorted(_OUTAGE_PARAMS))
         raise ValueError(f"unknown parameter {unknown[0]!r}; use {allowed}")
-    result: dict[str, Any] = {"target": query.get("target") or None, "since": None,
-                              "until": None, "open": None}
-    for key in ("since", "until"):
-        if key in query:
-            result[key] = parse_time(query[key], now)
+    since = parse_time(query["since"], now) if "since" in query else None
+    until = parse_time(query["until"], now) if "until" in query else None
+    is_open = None
     if "open" in query:
         value = query["open"].lower()
         if value not in ("true", "false"):
             raise ValueError(f"open must be true or false, got {query['open']!r}")
-        result["open"] = value == "true"
-    if result["since"] is not None and result["until"] is not None \
-            and result["since"] > result["until"]:
+        is_open = value == "true"
+    if since is not None and until is not None and since > until:
         raise ValueError("since must not be after until")
-    return result
+    return OutageQuery(target=query.get("target") or None, since=since, until=until,
+                       open=is_open)
 
 
 RETRY = {"Retry-After": "60"}  # store trouble: worth asking again in a minute

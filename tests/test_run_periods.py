@@ -14,7 +14,7 @@ from servers import HttpServer
 
 from monitor.app import Monitor
 from monitor.config import load_config
-from monitor.model import State
+from monitor.model import OutageQuery, State
 from monitor.store import open_store
 
 
@@ -72,8 +72,7 @@ targets:
             assert downtime() == pytest.approx(seen + 50)
             assert known() == pytest.approx(seen_known + 50)
 
-            ((found, times),) = await monitor.outages(target="site", since=None, until=None,
-                                                      open=True)
+            ((found, times),) = await monitor.outages(OutageQuery(target="site", open=True))
             assert found.id == outage.id
             assert times.unknown == pytest.approx(500)
             assert times.known == pytest.approx(clock.now - outage.started_at - 500)

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from monitor.config import StoreConfig
-from monitor.model import Failure, Outage, ProbeResult, State, Transition
+from monitor.model import Failure, Outage, OutageQuery, ProbeResult, State, Transition
 from monitor.store import Retention, SqliteReader, SqliteStore, StoreError, open_store
-from monitor.store.sqlite import FAILURE_COLUMNS, MIGRATIONS
+from monitor.store.schema import FAILURE_COLUMNS, MIGRATIONS
 
 T0 = 1_699_999_200.0  # the start of an hour
 HERE = "here"
@@ -139,7 +139,7 @@ async def test_open_outage_survives_restart_and_closes_later(tmp_path: Path) -> 
         assert (closed.id, closed.started_at, closed.ended_at) == (1, T0 + 60, T0 + 1200)
         assert (closed.failed_probes, closed.counts) == (6, {"http": 5, "timeout": 1})
         assert await store.open_outages(HERE) == []
-        assert await store.outages(target="site") == [closed]
+        assert await store.outages(OutageQuery(target="site")) == [closed]
         assert await store.target_states(HERE) == {"site": (State.UP, T0 + 1200)}
 
     with SqliteReader(path) as reader:
@@ -176,15 +176,15 @@ async def test_outage_queries(tmp_path: Path) -> None:
             return [o.id for o in outages]
 
         assert ids(await store.outages()) == [4, 3, 2, 1]  # newest first
-        assert ids(await store.outages(location=HERE)) == [3, 2, 1]
-        assert ids(await store.outages(target="a", location=HERE)) == [3, 1]
-        assert ids(await store.outages(open=True)) == [4, 3]
-        assert ids(await store.outages(open=False)) == [2, 1]
+        assert ids(await store.outages(OutageQuery(location=HERE))) == [3, 2, 1]
+        assert ids(await store.outages(OutageQuery(target="a", location=HERE))) == [3, 1]
+        assert ids(await store.outages(OutageQuery(open=True))) == [4, 3]
+        assert ids(await store.outages(OutageQuery(open=False))) == [2, 1]
         # Overlapping [since, until]: an outage that ended at `since` still counts.
-        assert ids(await store.outages(since=T0 + 100, until=T0 + 250)) == [2, 1]
-        assert ids(await store.outages(since=T0 + 301, until=T0 + 399)) == []
-        assert ids(await store.outages(since=T0 + 301)) == [4, 3]
-        assert ids(await store.outages(limit=1)) == [4]
+        assert ids(await store.outages(OutageQuery(since=T0 + 100, until=T0 + 250))) == [2, 1]
+        assert ids(await store.outages(OutageQuery(since=T0 + 301, until=T0 + 399))) == []
+        assert ids(await store.outages(OutageQuery(since=T0 + 301))) == [4, 3]
+        assert ids(await store.outages(OutageQuery(limit=1))) == [4]
 
 
 async def test_an_open_outage_counts_stay_current(tmp_path: Path) -> None:
@@ -235,7 +235,7 @@ async def test_outage_time_splits_known_and_unknown(tmp_path: Path) -> None:
     async with opened(path, clock=clock) as store:
         await store.start_run(HERE, T0 + 1000)  # 700 s not running
         clock.now = T0 + 1100
-        (outage,) = await store.outages(open=True)
+        (outage,) = await store.outages(OutageQuery(open=True))
         (times,) = await store.outage_times([outage], clock.now)
         assert (times.known, times.unknown) == (pytest.approx(300), pytest.approx(700))
         # Offline for 100 s in the same process: a new run period after it.
@@ -441,8 +441,8 @@ async def test_reader_works_while_the_store_runs(tmp_path: Path) -> None:
 
         with SqliteReader(path) as reader:
             (report,) = reader.report(T0, T0 + 3600)
-            assert len(reader.outages(target="site")) == 3
-            assert [o.id for o in reader.outages(open=True)] == [3]
+            assert len(reader.outages(OutageQuery(target="site"))) == 3
+            assert [o.id for o in reader.outages(OutageQuery(open=True))] == [3]
     assert report.known_seconds == pytest.approx(3600)
     assert report.downtime_seconds == pytest.approx(300 + 100 + 600)
     assert report.uptime == pytest.approx(2600 / 3600)
@@ -569,7 +569,7 @@ async def test_locked_database(tmp_path: Path, caplog: pytest.LogCaptureFixture)
             other.execute("ROLLBACK")
 
         assert await store.flush()
-        assert [o.id for o in await store.outages(open=True)] == [1]
+        assert [o.id for o in await store.outages(OutageQuery(open=True))] == [1]
         buckets = query(path, "SELECT bucket FROM rollup_minute ORDER BY bucket")
         assert buckets == [(T0 + 60,), (T0 + 120,)]
         assert "writing to" in caplog.text and "works again" in caplog.text
@@ -619,7 +619,7 @@ async def test_read_only_database(caplog: pytest.LogCaptureFixture) -> None:
             for file in directory.glob("h.db*"):
                 file.chmod(0o644)
             assert await store.flush()
-            assert [o.id for o in await store.outages(open=True)] == [1]
+            assert [o.id for o in await store.outages(OutageQuery(open=True))] == [1]
 
         assert query(path, "SELECT count(*) FROM runs WHERE ended_at IS NOT NULL") == [(1,)]
         assert query(path, "SELECT probes, fail_http FROM rollup_minute") == [(1, 1)]
@@ -679,5 +679,26 @@ async def test_full_disk(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
 
             filler.unlink()
             assert await store.flush()
-            assert [o.id for o in await store.outages(open=True)] == [1]
+            assert [o.id for o in await store.outages(OutageQuery(open=True))] == [1]
             assert query(path, "SELECT count(*) FROM rollup_minute") == [(3000,)]
+
+
+async def test_the_store_is_an_async_context_manager_and_closing_is_safe_in_any_state(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.db"
+    never_opened = SqliteStore(path, flush_interval=60.0)
+    await never_opened.close()  # nothing to do, no error
+    assert not path.exists()
+
+    async with SqliteStore(path, flush_interval=60.0, clock=Clock(T0 + 5)) as store:
+        assert await store.start_run(HERE, T0) == 1
+    await store.close()  # a second time: no error
+    assert query(path, "SELECT ended_at FROM runs") == [(T0 + 5,)]  # ended at close
+
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"not a database" * 10)
+    failed = SqliteStore(damaged, flush_interval=60.0)
+    with pytest.raises(StoreError, match="is damaged"):
+        await failed.open()
+    await failed.close()  # after a failed open: no error

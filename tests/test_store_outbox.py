@@ -21,7 +21,7 @@ from monitor.notify.base import Message
 from monitor.notify.registry import build_notifier
 from monitor.notify.sender import OutboxEntry, Sender
 from monitor.store import Notification, Outbox, Retention, SqliteStore
-from monitor.store.sqlite import MIGRATIONS
+from monitor.store.schema import MIGRATIONS
 
 
 def notes(*notifiers: str, kind: str = "down") -> Any:

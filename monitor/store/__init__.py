@@ -3,6 +3,11 @@
 Imports `monitor.model` and its own modules only. `monitor.app` makes a store with
 `open_store(config.store)` and passes it in; its `outbox` feeds the notification sender.
 The CLI reads with `SqliteReader` while the daemon runs or not.
+
+The modules, one job each: `base` (the interface), `uptime` (known time), `sqlite`
+(the store: outages, states, runs), `schema` (tables, migrations, file trouble), `writer`
+(the store thread and batch writer), `queries` (every read; `reader` for the CLI),
+`rollups`, `outbox`, `retention`, `files` (private file modes).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from monitor.store.base import (
     StoreError,
     TargetReport,
 )
-from monitor.store.sqlite import SqliteOutbox, SqliteReader, SqliteStore
+from monitor.store.outbox import SqliteOutbox
+from monitor.store.reader import SqliteReader
+from monitor.store.sqlite import SqliteStore
 
 __all__ = [
     "Notification",

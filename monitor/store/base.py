@@ -1,24 +1,24 @@
 """The store interface: what the rest of the monitor may ask of an outage history.
 
 Imports only `monitor.model`. A backend (SQLite now, PostgreSQL later) implements `Store`;
-the interval arithmetic below is shared so every backend computes uptime the same way.
+`monitor.store.uptime` holds the arithmetic every backend computes uptime with.
+
+Reads are consistent with writes: a read answers as if every change the store accepted
+before it (`apply_transition`, `record_result`, runs) had been written, whether or not the
+writes have reached the disk yet.
 
 The outbox: notifications waiting to be delivered, written in the same transaction as the
 outage change they announce. The store keeps their payloads as JSON objects and knows
 nothing about messages or channels; `monitor.app` converts (`Message.to_dict`/`from_dict`).
-
-Known time: a target's state is known while the monitor ran (its run periods) and after
-the target's first confirmation. Uptime = (known time - downtime) / known time. Outages
-flagged as maintenance count neither as up nor as down.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
-from monitor.model import Outage, OutageTime, ProbeResult, State, Transition
+from monitor.model import Outage, OutageQuery, OutageTime, ProbeResult, State, Transition
 
 DAY = 86400.0
 
@@ -106,17 +106,31 @@ class Outbox(Protocol):
 class Store(Protocol):
     """Outage history, rollups and run periods of one or more monitor locations."""
 
-    errors: dict[str, int]  # failed write attempts by kind (locked, readonly, full, io, ...)
-    dropped: int  # rollup buckets discarded because writes failed for too long
-    outbox: Outbox
+    @property
+    def outbox(self) -> Outbox:
+        """The notifications waiting to be delivered."""
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Failed write attempts by kind (locked, readonly, full, io, ...)."""
+
+    @property
+    def dropped(self) -> int:
+        """Rollup buckets discarded because writes failed for too long."""
 
     async def open(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        """`open()`; `async with store:` closes it however the block ends."""
+
+    async def __aexit__(self, *exc: object) -> None: ...
 
     async def check_writable(self) -> None:
         """Raise StoreError (naming the file and the fix) unless a write can commit now."""
 
     async def close(self) -> None:
-        """Flush pending writes, end the current run and release the database."""
+        """Flush pending writes, end the current run and release the database. Safe in any
+        state (before `open`, after a failed one, twice)."""
 
     def record_result(self, location: str, result: ProbeResult) -> None:
         """Count a result into its minute bucket in memory (written with the next flush)."""
@@ -149,17 +163,8 @@ class Store(Protocol):
 
     async def target_states(self, location: str) -> dict[str, tuple[State, float | None]]: ...
 
-    async def outages(
-        self,
-        *,
-        target: str | None = None,
-        location: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        open: bool | None = None,
-        limit: int = 1000,
-    ) -> list[Outage]:
-        """Outages overlapping [since, until], newest first."""
+    async def outages(self, query: OutageQuery | None = None) -> list[Outage]:
+        """The outages `query` asks for (default: the latest 1000), newest first."""
 
     async def outage_times(self, outages: Sequence[Outage], now: float) -> list[OutageTime]:
         """Known and unknown time of each outage as of `now`, from the run periods."""
@@ -179,96 +184,3 @@ class Store(Protocol):
     async def prune(self, now: float) -> int:
         """Delete history older than the retention allows, in small transactions; returns
         the rows deleted. Raises StoreError if deleting fails."""
-
-
-# Interval arithmetic on sorted, non-overlapping lists of (start, end) pairs.
-Interval = tuple[float, float]
-
-
-def union(intervals: Iterable[Interval]) -> list[Interval]:
-    merged: list[Interval] = []
-    for start, end in sorted(i for i in intervals if i[1] > i[0]):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def intersect(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if end > start:
-            out.append((start, end))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return out
-
-
-def subtract(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    for start, end in a:
-        for b_start, b_end in b:
-            if b_end <= start or b_start >= end:
-                continue
-            if b_start > start:
-                out.append((start, b_start))
-            start = max(start, b_end)
-        if end > start:
-            out.append((start, end))
-    return out
-
-
-def total(intervals: Iterable[Interval]) -> float:
-    return sum(end - start for start, end in intervals)
-
-
-def _span(outage: Outage, now: float) -> Interval:
-    return (outage.started_at, outage.ended_at if outage.ended_at is not None else now)
-
-
-def outage_time(outage: Outage, runs: Sequence[Interval], now: float) -> OutageTime:
-    """Split an outage's span (until `now` while open) into known and unknown time;
-    `runs` are the run periods of the outage's location."""
-    start, end = _span(outage, now)
-    known = total(intersect([(start, end)], union(runs)))
-    return OutageTime(known=known, unknown=max(0.0, end - start - known))
-
-
-def summarize(
-    target: str,
-    location: str,
-    runs: Iterable[Interval],
-    known_since: float | None,
-    outages: Iterable[Outage],
-    since: float,
-    now: float,
-) -> TargetReport:
-    """Availability over [since, now] from run periods, first confirmation and outages."""
-    outages = list(outages)
-    known: list[Interval] = []
-    if known_since is not None and max(since, known_since) < now:
-        window = [(max(since, known_since), now)]
-        maintenance = union(_span(o, now) for o in outages if o.maintenance)
-        known = subtract(intersect(union(runs), window), maintenance)
-    known_seconds = total(known)
-
-    counted = [o for o in outages if not o.maintenance and o.started_at <= now]
-    counted = [o for o in counted if o.ended_at is None or o.ended_at >= since]
-    per_outage = [total(intersect([_span(o, now)], known)) for o in counted]
-    downtime = total(intersect(union(_span(o, now) for o in counted), known))
-    ended = [d for o, d in zip(counted, per_outage, strict=True) if o.ended_at is not None]
-    return TargetReport(
-        target=target,
-        location=location,
-        uptime=(known_seconds - downtime) / known_seconds if known_seconds > 0 else None,
-        known_seconds=known_seconds,
-        downtime_seconds=downtime,
-        outages=len(counted),
-        longest_seconds=max(per_outage, default=0.0),
-        mttr_seconds=sum(ended) / len(ended) if ended else None,
-    )

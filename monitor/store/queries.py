@@ -1,0 +1,275 @@
+"""Reading the history: every query of the SQLite backend, shared by the daemon's store
+(`SqliteStore`, async, in its store thread) and the CLI's read-only `SqliteReader`.
+
+Imports `monitor.model` and `monitor.store.{base,schema,uptime}` only. Each function takes an
+open connection inside the caller's read transaction.
+
+Reads are consistent with writes (the one rule): a read answers as if every change the
+store accepted before it had been written. The daemon's store passes what it holds in
+memory and may not have written yet (`Unwritten`: outages it opened, closed or counted
+into, run periods, first confirmations, probed series), and the functions here lay it over
+what the file says. That is the only place disk and memory meet, so the API, the status
+page and the uptime metrics agree with each other whether or not the writer has caught up
+or the disk is failing. The CLI reads the file alone (`Unwritten()`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monitor.model import Failure, Outage, OutageQuery, OutageTime, State
+from monitor.store.base import OutboxRow, TargetReport
+from monitor.store.schema import OUTBOX_VERSION, check_size, version_of
+from monitor.store.uptime import Interval, outage_time, summarize
+
+
+@dataclass(frozen=True, slots=True)
+class RunPeriod:
+    location: str
+    started_at: float
+    ended_at: float | None  # None: the live run, lasting until the read's `now`
+
+
+@dataclass(frozen=True, slots=True)
+class Unwritten:
+    """What the store knows that the file may not show yet (a snapshot taken on the event
+    loop when the read is asked for). Entries replace the file's rows of the same id."""
+
+    outages: Mapping[int, Outage] = field(default_factory=dict)  # open ones, and closed unwritten
+    runs: Mapping[int, RunPeriod] = field(default_factory=dict)  # the live run, ended unwritten
+    known_since: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (target, loc)
+    series: Set[tuple[str, str]] = frozenset()  # (target, location) with unwritten rollups
+
+
+NOTHING = Unwritten()
+
+_OUTAGE_COLUMNS = (
+    "id, target, location, started_at, ended_at, cause, message, failed_probes, counts, "
+    "maintenance"
+)
+
+
+def _outage(row: tuple[Any, ...]) -> Outage:
+    id_, target, location, started, ended, cause, message, failed, counts, maint = row
+    return Outage(
+        id=id_,
+        target=target,
+        location=location,
+        started_at=started,
+        ended_at=ended,
+        cause=Failure(cause),
+        message=message,
+        failed_probes=failed,
+        counts=json.loads(counts),
+        maintenance=bool(maint),
+    )
+
+
+def _outage_where(query: OutageQuery) -> tuple[str, list[Any]]:
+    """The filters of `query` in SQL: the same tests as `OutageQuery.matches`."""
+    where, args = ["1"], []
+    for sql, value in (
+        ("target = ?", query.target),
+        ("location = ?", query.location),
+        ("(ended_at IS NULL OR ended_at >= ?)", query.since),
+        ("started_at <= ?", query.until),
+    ):
+        if value is not None:
+            where.append(sql)
+            args.append(value)
+    if query.open is not None:
+        where.append("ended_at IS NULL" if query.open else "ended_at IS NOT NULL")
+    return " AND ".join(where), args
+
+
+def _newest_first(outage: Outage) -> tuple[float, int]:
+    return (-outage.started_at, -outage.id)
+
+
+def select_outages(
+    db: sqlite3.Connection, query: OutageQuery, unwritten: Unwritten = NOTHING
+) -> list[Outage]:
+    """The outages `query` asks for, newest first."""
+    where, args = _outage_where(query)
+    sql = f"SELECT {_OUTAGE_COLUMNS} FROM outages WHERE {where} ORDER BY started_at DESC, id DESC"
+    if query.limit is not None:
+        # Each unwritten outage can push at most one row of the file out of the answer.
+        sql += " LIMIT ?"
+        args.append(query.limit + len(unwritten.outages))
+    found = [_outage(row) for row in db.execute(sql, args)]
+    if unwritten.outages:
+        found = [o for o in found if o.id not in unwritten.outages]
+        found += [o for o in unwritten.outages.values() if query.matches(o)]
+        found.sort(key=_newest_first)
+    return found if query.limit is None else found[: query.limit]
+
+
+def _where(**filters: str | None) -> str:
+    """A WHERE clause testing the given columns for equality with named parameters."""
+    tests = [f"{column} = :{column}" for column, value in filters.items() if value is not None]
+    return f" WHERE {' AND '.join(tests)}" if tests else ""
+
+
+def select_runs(
+    db: sqlite3.Connection,
+    now: float,
+    *,
+    location: str | None = None,
+    unwritten: Unwritten = NOTHING,
+) -> dict[str, list[Interval]]:
+    """Run periods by location. A run without an end ended at its last heartbeat (a crash),
+    unless `unwritten` knows better (the live run lasts until `now`)."""
+    runs: dict[str, list[Interval]] = {}
+    for id_, loc, started, seen, ended in db.execute(
+        "SELECT id, location, started_at, last_seen_at, ended_at FROM runs"
+        + _where(location=location),
+        {"location": location},
+    ):
+        if id_ not in unwritten.runs:
+            runs.setdefault(loc, []).append((started, ended if ended is not None else seen))
+    for run in unwritten.runs.values():
+        if location is None or run.location == location:
+            end = run.ended_at if run.ended_at is not None else now
+            runs.setdefault(run.location, []).append((run.started_at, end))
+    return runs
+
+
+def select_outage_times(
+    db: sqlite3.Connection,
+    outages: Sequence[Outage],
+    now: float,
+    unwritten: Unwritten = NOTHING,
+) -> list[OutageTime]:
+    """Known and unknown time of each outage as of `now`, from the run periods."""
+    locations = {o.location for o in outages}
+    only = next(iter(locations)) if len(locations) == 1 else None
+    runs = select_runs(db, now, location=only, unwritten=unwritten) if outages else {}
+    return [outage_time(o, runs.get(o.location, []), now) for o in outages]
+
+
+def select_report(
+    db: sqlite3.Connection,
+    since: float,
+    now: float,
+    *,
+    location: str | None = None,
+    target: str | None = None,
+    unwritten: Unwritten = NOTHING,
+) -> list[TargetReport]:
+    """Availability per (target, location) over [since, now]: one query per table, so ask
+    for all targets at once rather than target by target."""
+    args = {"target": target, "location": location}
+    by_target = _where(target=target, location=location)
+
+    def wanted(key: tuple[str, str]) -> bool:
+        return (target is None or key[0] == target) and (location is None or key[1] == location)
+
+    runs = select_runs(db, now, location=location, unwritten=unwritten)
+    known_since: dict[tuple[str, str], float | None] = {
+        (t, loc): known
+        for t, loc, known in db.execute(
+            "SELECT target, location, known_since FROM target_state" + by_target, args
+        )
+    }
+    for key, known in unwritten.known_since.items():
+        if wanted(key) and known_since.get(key) is None:
+            known_since[key] = known
+    outages: dict[tuple[str, str], list[Outage]] = {}
+    query = OutageQuery(target=target, location=location, since=since, until=now, limit=None)
+    for outage in select_outages(db, query, unwritten):
+        outages.setdefault((outage.target, outage.location), []).append(outage)
+    keys = set(known_since) | set(outages) | {k for k in unwritten.series if wanted(k)}
+    keys |= set(db.execute("SELECT target, location FROM series" + by_target, args))
+    return [
+        summarize(
+            t,
+            loc,
+            runs.get(loc, []),
+            known_since.get((t, loc)),
+            outages.get((t, loc), []),
+            since,
+            now,
+        )
+        for t, loc in sorted(keys)
+    ]
+
+
+def select_pending_outbox(db: sqlite3.Connection) -> list[OutboxRow]:
+    """Outbox entries neither delivered nor given up, by id."""
+    return [
+        OutboxRow(
+            id=id_,
+            notifier=notifier,
+            key=key,
+            outage_id=outage_id,
+            payload=json.loads(payload),
+            attempts=attempts,
+            next_attempt_at=next_at,
+            created_at=created,
+        )
+        for id_, notifier, key, outage_id, payload, attempts, next_at, created in db.execute(
+            """SELECT id, notifier, key, outage_id, payload, attempts, next_attempt_at,
+                created_at FROM outbox WHERE delivered_at IS NULL AND given_up_at IS NULL
+                ORDER BY id"""
+        )
+    ]
+
+
+# --- what the daemon's store resumes from ------------------------------------------------
+
+
+@dataclass(slots=True)
+class Loaded:
+    """What `SqliteStore.open()` reads back from the file."""
+
+    outages: list[Outage] = field(default_factory=list)  # open ones
+    states: dict[tuple[str, str], tuple[State, float | None]] = field(default_factory=dict)
+    known_since: dict[tuple[str, str], float] = field(default_factory=dict)  # (target, loc)
+    next_outage: int = 1
+    next_run: int = 1
+    outbox: list[OutboxRow] = field(default_factory=list)  # pending entries, by id
+    outbox_keys: set[tuple[str, str]] = field(default_factory=set)
+    next_outbox: int = 1
+
+
+def load(db: sqlite3.Connection, path: Path) -> Loaded:
+    """Open outages, target states, the next free ids and the pending outbox."""
+    check_size(path)
+    version = version_of(db, path)
+    if version == 0:
+        return Loaded()
+    loaded = Loaded(outages=select_outages(db, OutageQuery(open=True, limit=None)))
+    for t, loc, state, since, known in db.execute(
+        "SELECT target, location, state, since, known_since FROM target_state"
+    ):
+        loaded.states[(loc, t)] = (State(state), since)
+        if known is not None:
+            loaded.known_since[(t, loc)] = known
+    (max_outage,) = db.execute("SELECT coalesce(max(id), 0) FROM outages").fetchone()
+    (max_run,) = db.execute("SELECT coalesce(max(id), 0) FROM runs").fetchone()
+    loaded.next_run = max_run + 1
+    if version >= OUTBOX_VERSION:  # else not migrated yet (read-only file): empty
+        loaded.outbox = select_pending_outbox(db)
+        loaded.outbox_keys = {(row.notifier, row.key) for row in loaded.outbox}
+        # Keys an open outage may produce again (a repeated down, its reminders).
+        loaded.outbox_keys.update(
+            db.execute(
+                """SELECT notifier, key FROM outbox WHERE outage_id IN
+                    (SELECT id FROM outages WHERE ended_at IS NULL)"""
+            )
+        )
+        # An outage id still named in the outbox is never reused, even if its outage
+        # was pruned: its new messages would collide with the old keys.
+        max_outage, max_outbox = db.execute(
+            "SELECT max(?, coalesce(max(outage_id), 0)), coalesce(max(id), 0) FROM outbox",
+            (max_outage,),
+        ).fetchone()
+        loaded.next_outbox = max_outbox + 1
+    loaded.next_outage = max_outage + 1
+    return loaded
+
