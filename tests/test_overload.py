@@ -33,7 +33,7 @@ class SlowSite:
         self.now += 1
         self.most = max(self.most, self.now)
         try:
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(self.delay)  # a slow site: the delay under test
         finally:
             self.now -= 1
         return web.Response(text="slow but fine")
