@@ -15,8 +15,9 @@ $(BIN)/monitor: pyproject.toml
 run: $(BIN)/monitor           ## set up and run the daemon on the bundled config
 	$(BIN)/monitor run --config $(CONFIG)
 
-test: $(BIN)/monitor          ## set up and run the whole test suite (and lint)
+test: $(BIN)/monitor          ## set up and run the whole test suite (and lint, and types)
 	$(BIN)/ruff check monitor tests bench
+	$(BIN)/mypy --strict monitor
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/pytest -q
 
