@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config/monitor.yaml
 
-.PHONY: run test lint demo bench clean audit lock pin-base
+.PHONY: run test test-fast lint demo bench clean audit lock pin-base
 
 $(BIN)/monitor: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,18 @@ $(BIN)/monitor: pyproject.toml
 run: $(BIN)/monitor           ## set up and run the daemon on the bundled config
 	$(BIN)/monitor run --config $(CONFIG)
 
-test: $(BIN)/monitor          ## set up and run the whole test suite (and lint)
+test: $(BIN)/monitor          ## set up and run the whole test suite (and lint, and types)
 	$(BIN)/ruff check monitor tests bench
+	$(BIN)/mypy --strict monitor
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/pytest -q
+
+# The daemon tests mostly wait (on intervals, on subprocesses), so they run in parallel well
+# beyond the number of cores; `make test` stays serial, as CI runs it.
+JOBS ?= 4
+test-fast: $(BIN)/monitor     ## the inner loop: lint, then every test but the integration ones
+	$(BIN)/ruff check monitor tests bench
+	$(BIN)/pytest -q -n $(JOBS) -m 'not integration'
 
 demo: $(BIN)/monitor          ## the 2022 outages replayed on loopback
 	$(BIN)/monitor demo

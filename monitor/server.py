@@ -23,6 +23,7 @@ from html import escape
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
@@ -196,8 +197,6 @@ def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
                         content_type="application/json", headers=headers)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 RELOAD_HEADER = "X-Monitor-Reload"

@@ -3,7 +3,7 @@
 A pure state machine, one per target: no I/O and no clock of its own (all times come from
 the results). Imports only `monitor.model`.
 
-Rules (DESIGN.md, "Outage semantics"):
+Rules (docs/design.md, "Outage semantics"):
 - The state is `unknown` until the first confirmation.
 - `down_after` consecutive failures confirm `down`; `up_after` consecutive successes confirm
   `up`. A shorter run of failures between successes (a blip) changes nothing.

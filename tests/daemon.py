@@ -8,10 +8,13 @@ import re
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeVar
 
 import aiohttp
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -79,6 +82,15 @@ class Daemon:
     def log(self) -> str:
         return "\n".join(self.lines)
 
+    async def wait_for_metrics(self, ready: Callable[[str], bool], *, limit: float = 30) -> str:
+        """The first /metrics exposition for which `ready(text)` holds (polled)."""
+
+        async def check() -> str | None:
+            text = await self.metrics()
+            return text if ready(text) else None
+
+        return await until(check, limit=limit, what=f"metrics never ready:\n{self.log()}")
+
     async def metrics(self) -> str:
         async with aiohttp.ClientSession() as s, s.get(f"{self.base}/metrics") as r:
             assert r.status == 200
@@ -123,6 +135,22 @@ class Daemon:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def until(check: Callable[[], Awaitable[T | None]], *, limit: float = 30,
+                what: str = "condition") -> T:
+    """Poll `check` until it returns a value (not None); fail with `what` after `limit` s.
+
+    For state visible only through an API or /metrics, where no event can be awaited.
+    """
+    try:
+        async with asyncio.timeout(limit):
+            # No event to await: the state is only visible from outside the process.
+            while (value := await check()) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"not within {limit} s: {what}") from None
+    return value
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:

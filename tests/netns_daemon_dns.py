@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daemon import Daemon, sample
+from daemon import Daemon, sample, until
 from hostile_servers import DnsServer
 from servers import HttpServer
 
@@ -54,10 +54,12 @@ targets:
             mark = len(daemon.lines)
             first = await ok_probes(daemon)
             queries = dns.queries
-            for _ in range(200):  # poll, bounded: three more probes, about 3 s
-                if await ok_probes(daemon) >= first + 3:
-                    break
-                await asyncio.sleep(0.05)
+
+            async def three_more() -> int | None:
+                n = await ok_probes(daemon)
+                return n if n >= first + 3 else None
+
+            await until(three_more, what="three more ok probes")
             text = await daemon.metrics()
             out["probes"] = await ok_probes(daemon) - first
             out["queries"] = dns.queries - queries

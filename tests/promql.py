@@ -3,7 +3,7 @@
 Loads the Grafana dashboards in dashboards/grafana/dashboards/, walks their panels
 (including panels nested in rows), extracts every PromQL expression with the dashboard
 variables substituted, reads the rule files in dashboards/prometheus/, and holds the
-metrics contract of DESIGN.md as data. Also wraps `promtool` to parse expressions.
+metrics contract of docs/design.md as data. Also wraps `promtool` to parse expressions.
 
 Imports the standard library, PyYAML and pytest; nothing from the monitor package.
 """
@@ -27,7 +27,7 @@ DASHBOARD_DIR = ROOT / "dashboards" / "grafana" / "dashboards"
 PROMETHEUS_DIR = ROOT / "dashboards" / "prometheus"
 RULE_FILES = (PROMETHEUS_DIR / "recording.rules.yml", PROMETHEUS_DIR / "alerts.rules.yml")
 
-# The metrics contract table in DESIGN.md; histograms with their exposed series.
+# The metrics contract (docs/design.md, README's Metrics table); histograms with their series.
 METRIC_CONTRACT: frozenset[str] = frozenset({
     "monitor_target_info",
     "monitor_probe_success",

@@ -195,7 +195,7 @@ class HttpServer:
         if ssl_object is not None and ssl_object.session_reused:
             self.tls_resumed += 1
         if self.delay:
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(self.delay)  # a slow site: the delay under test
         return web.Response(status=self.status, text=self.body)
 
     async def _status(self, request: web.Request) -> web.Response:
@@ -205,7 +205,7 @@ class HttpServer:
 
     async def _slow(self, request: web.Request) -> web.Response:
         self.requests += 1
-        await asyncio.sleep(float(request.query.get("delay", "5")))
+        await asyncio.sleep(float(request.query.get("delay", "5")))  # the delay under test
         return web.Response(text="slow")
 
     async def _drip(self, request: web.Request) -> web.StreamResponse:
@@ -216,7 +216,7 @@ class HttpServer:
         await response.prepare(request)
         for _ in range(count):
             await response.write(b".")
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval)  # the drip under test
         return response
 
     async def _endless(self, request: web.Request) -> web.StreamResponse:
@@ -229,7 +229,7 @@ class HttpServer:
         while True:  # until the client goes away (the handler is then cancelled)
             await response.write(chunk)
             if interval:
-                await asyncio.sleep(interval)
+                await asyncio.sleep(interval)  # the pace under test
 
     async def _gzip_bomb(self, request: web.Request) -> web.Response:
         self.requests += 1

@@ -140,15 +140,20 @@ async def test_undelivered_messages_survive_a_kill_and_nothing_is_sent_twice(
                 await receiver.wait_delivered(2)
                 await daemon.stop(signal.SIGTERM)
             async with Daemon(config, env=SECRETS) as daemon:
-                # A third start (state resumed: up) has nothing left to send. The sender's
-                # first pass runs at start; a negative can only be watched for a while.
-                await asyncio.sleep(2.0)
+                # A third start (state resumed: up) has nothing left to send. Its sender
+                # looks at the outbox at start, oldest first; a new outage comes later, so
+                # once its message is here, a re-sent old one would have come before it.
+                site.status = 503
+                await daemon.wait_for_log(r"site DOWN from lab")
+                await receiver.wait_delivered(3)
     finally:
         await receiver.close()
         await smtp.close()
     delivered = [r.text for r in receiver.delivered]
-    assert len(delivered) == 2, delivered
+    assert len(delivered) == 3, delivered
     assert "503" in delivered[0] and "down" in delivered[0].lower()
+    heads = [r.json()["text"].split(":")[0] for r in receiver.delivered]
+    assert heads == ["DOWN", "UP", "DOWN"], delivered  # the old two once, then the new one
 
 
 async def test_a_hanging_channel_delays_neither_probes_nor_other_channels(
@@ -195,7 +200,10 @@ async def test_maintenance_keeps_the_outage_and_sends_nothing(tmp_path: Path) ->
                 site.status = 200
                 await daemon.wait_for_log(r"site UP from lab since")
                 _, body = await daemon.get_json("/api/v1/outages")
-                await asyncio.sleep(1.0)  # a grace period in which nothing must arrive
+                # Not a synchronisation: a negative can only be watched for a while. The
+                # sender is woken at once when the outbox gets a row, and loopback answers
+                # in milliseconds, so 1 s is ample for a wrongly sent message to arrive.
+                await asyncio.sleep(1.0)
     finally:
         await receiver.close()
         await smtp.close()

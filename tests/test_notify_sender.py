@@ -48,6 +48,7 @@ class MemoryOutbox:
     def __init__(self) -> None:
         self.rows: dict[int, Row] = {}
         self._changed = asyncio.Condition()
+        self.found_empty = asyncio.Event()  # a sender asked and there was nothing due
 
     def add(self, notifier: str, message: Message) -> int:
         entry_id = len(self.rows) + 1
@@ -60,6 +61,8 @@ class MemoryOutbox:
             for i, r in sorted(self.rows.items())
             if not r.delivered and not r.given_up and r.next_at <= now and i not in exclude
         ]
+        if not found:
+            self.found_empty.set()
         return found[:limit]
 
     async def delivered(self, entry_id: int, now: float) -> None:
@@ -252,7 +255,7 @@ async def test_unknown_notifier_is_given_up(receiver):
 async def test_wake_sends_new_entries_without_waiting_for_the_poll(receiver):
     outbox = MemoryOutbox()
     running = start(outbox, {"hook": webhook(receiver)}, poll=60)
-    await asyncio.sleep(0)  # let it find the outbox empty and wait
+    await asyncio.wait_for(outbox.found_empty.wait(), 5)  # now it waits for a wake or 60 s
     entry = outbox.add("hook", DOWN)
     running.sender.wake()
     async with asyncio.timeout(5):

@@ -65,13 +65,9 @@ async def site(host: str) -> web.AppRunner:
 
 async def count(daemon: Daemon, result: str, at_least: int) -> str:
     """Poll /metrics (bounded) until every site has `at_least` probes of class `result`."""
-    for _ in range(120):
-        text = await daemon.metrics()
-        if all((sample(text, "monitor_probes_total", target=name, result=result) or 0)
-               >= at_least for name in SITES):
-            return text
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"fewer than {at_least} {result} probes per site:\n{daemon.log()}")
+    return await daemon.wait_for_metrics(
+        lambda text: all((sample(text, "monitor_probes_total", target=name, result=result) or 0)
+                         >= at_least for name in SITES))
 
 
 async def scenario(tmp: Path) -> dict[str, Any]:

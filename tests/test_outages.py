@@ -9,16 +9,14 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from daemon import Daemon, sample
+from daemon import Daemon, sample, until
 from servers import HttpServer
 
-T = TypeVar("T")
 INTERVAL = 1.0
 SLACK = 0.5  # scheduling and probe time on a busy 2-core machine
 
@@ -64,7 +62,10 @@ async def test_a_503_period_becomes_exactly_one_outage(tmp_path: Path) -> None:
             failed_at = time.time()
             web_server.status = 503
             await daemon.wait_for_log(r"site DOWN from lab since .*http: HTTP 503")
-            await asyncio.sleep(1.5)  # let the outage last a known while
+            # Let the outage last a known while, as the daemon counts it: the counter
+            # grows while the site is down (it never would if it only moved on recovery).
+            await daemon.wait_for_metrics(lambda t: (sample(
+                t, "monitor_downtime_seconds_total", target="site") or 0) >= 1.5)
             recovered_at = time.time()
             web_server.status = 200
             await daemon.wait_for_log(r"site UP from lab since", after=mark)
@@ -128,15 +129,6 @@ async def test_one_failure_in_four_never_becomes_an_outage(tmp_path: Path) -> No
     assert sample(text, "monitor_target_up", target="site") == 1
 
 
-async def until(check: Callable[[], Awaitable[T | None]], limit: float = 30) -> T:
-    """Poll `check` until it returns a value: for state only visible through the API."""
-    async with asyncio.timeout(limit):
-        # No event to await: the state is only visible through the API.
-        while (value := await check()) is None:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-    return value
-
-
 async def test_an_outage_open_at_sigterm_is_still_one_outage_after_restart(
         tmp_path: Path) -> None:
     async with HttpServer() as web_server:
@@ -157,7 +149,8 @@ async def test_an_outage_open_at_sigterm_is_still_one_outage_after_restart(
             grown = await until(more_failures)
             assert grown["counts"] == {"http": grown["failed_probes"]}
         stopped = time.time()
-        await asyncio.sleep(2)  # the monitor is not running: this time is unknown
+        # The scenario, not a synchronisation: 2 s in which no monitor runs (unknown time).
+        await asyncio.sleep(2)
         async with Daemon(config) as daemon:
             restarted = time.time()
             # Resumed down: the same outage; its duration counts only the time it was seen.

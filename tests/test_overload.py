@@ -33,7 +33,7 @@ class SlowSite:
         self.now += 1
         self.most = max(self.most, self.now)
         try:
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(self.delay)  # a slow site: the delay under test
         finally:
             self.now -= 1
         return web.Response(text="slow but fine")
@@ -75,16 +75,14 @@ targets:
 """)
         async with Daemon(config) as daemon:
             await daemon.wait_for_log(r"scheduler overloaded: \d+ probes in flight")
-            text = ""
-            for _ in range(80):  # bounded: about 20 s at most
-                text = await daemon.metrics()
+
+            def skipped_and_slow_done(text: str) -> bool:
                 skipped = sample(text, "monitor_scheduler_missed_runs_total",
                                  reason="overloaded") or 0
-                slow_done = all(sample(text, "monitor_probes_total", target=n, result="ok")
-                                for n in SLOW)
-                if skipped >= 5 and slow_done:
-                    break
-                await asyncio.sleep(0.25)
+                return skipped >= 5 and all(
+                    sample(text, "monitor_probes_total", target=n, result="ok") for n in SLOW)
+
+            text = await daemon.wait_for_metrics(skipped_and_slow_done)
             status, body = await daemon.get_json("/api/v1/targets")
     log = daemon.log()
     assert site.most <= CAP, log  # the cap held at the site itself
@@ -122,15 +120,12 @@ targets:
             # than the probe's timeout, while the site answers after 1 s.
             daemon.send(signal.SIGSTOP)
             try:
-                await asyncio.sleep(3)  # the stall under test, not a synchronisation
+                # The stall under test (longer than the 2 s timeout), not a synchronisation.
+                await asyncio.sleep(3)
             finally:
                 daemon.send(signal.SIGCONT)
-            text = ""
-            for _ in range(60):  # bounded: about 15 s at most
-                text = await daemon.metrics()
-                if sample(text, "monitor_probes_total", target="site", result="ok"):
-                    break
-                await asyncio.sleep(0.25)
+            text = await daemon.wait_for_metrics(
+                lambda t: bool(sample(t, "monitor_probes_total", target="site", result="ok")))
             status, body = await daemon.get_json("/api/v1/targets")
     log = daemon.log()
     assert status == 200

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from daemon import Daemon, sample
+from daemon import Daemon, sample, until
 from servers import HttpServer
 
 from monitor.limits import AcceptErrors
@@ -65,11 +65,12 @@ async def test_idle_connections_to_the_daemon_never_make_a_healthy_site_down(
             try:
                 # /metrics answers at once: a new connection replaces an idle one.
                 during = await ok_probes(daemon)
-                for _ in range(60):  # bounded: about 15 s at most
-                    if await ok_probes(daemon) >= during + 3:
-                        break
-                    await asyncio.sleep(0.25)
-                after = await ok_probes(daemon)
+
+                async def three_more() -> int | None:
+                    n = await ok_probes(daemon)
+                    return n if n >= during + 3 else None
+
+                after = await until(three_more, what="three more ok probes")
                 # Every idle connection is closed by the daemon (evicted or timed out).
                 async with asyncio.timeout(30):
                     tails = await asyncio.gather(*(r.read() for r, _ in conns))

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
-from daemon import Daemon
+from daemon import Daemon, until
 from hostile_servers import ECHO_MODES, EchoServer
 
 from monitor.model import Failure, Target
@@ -128,14 +128,13 @@ async def test_the_daemon_stores_and_logs_no_secret(tmp_path: Path) -> None:
         config = outage_config(tmp_path, hostile_url(server.port))
         async with Daemon(config) as daemon:
             await daemon.wait_for_log(r"hostile DOWN from lab")
-            found: list[Any] = []
-            for _ in range(100):  # the DOWN line may come just before the store has it
+
+            async def stored() -> list[Any] | None:
                 status, body = await daemon.get_json("/api/v1/outages")
                 assert status == 200
-                found = body["outages"]  # type: ignore[index]
-                if found:
-                    break
-                await asyncio.sleep(0.05)
+                return body["outages"] or None  # type: ignore[index, no-any-return]
+
+            found = await until(stored, what="the outage in /api/v1/outages")
             page = await daemon.get_text("/")
             _, targets = await daemon.get_json("/api/v1/targets")
 

@@ -98,7 +98,7 @@ async def test_shutdown_cancels_a_probe_in_flight() -> None:
     async def slow(target: Target) -> None:
         started.set()
         try:
-            await asyncio.sleep(60)
+            await asyncio.sleep(60)  # a probe that hangs: cancelled by the shutdown under test
         except asyncio.CancelledError:
             cancelled.set()
             raise

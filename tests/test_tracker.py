@@ -1,4 +1,4 @@
-"""The tracker turns results into transitions exactly as DESIGN.md "Outage semantics" says."""
+"""The tracker turns results into transitions exactly as docs/design.md "Outage semantics" says."""
 
 from __future__ import annotations
 

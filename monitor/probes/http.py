@@ -42,7 +42,8 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -171,7 +172,9 @@ def _shared_resolver() -> Resolver:
     return Resolver()
 
 
-def _entering(phase: str, *, new_connection: bool = False) -> Callable[..., object]:
+def _entering(
+    phase: str, *, new_connection: bool = False
+) -> Callable[[aiohttp.ClientSession, SimpleNamespace, object], Awaitable[None]]:
     """A trace callback that moves the running probe's clock to `phase`."""
 
     async def callback(session: object, context: object, params: object) -> None:
@@ -450,6 +453,10 @@ async def probe_http(
     )
 
 
+def _framed_handler(loop: asyncio.AbstractEventLoop) -> ResponseHandler:
+    return _FramedHandler(loop=loop)
+
+
 def _session(
     target: Target, ssl_context: ssl.SSLContext | None, resolver: Resolver | None
 ) -> tuple[aiohttp.ClientSession, _ProbeResolver]:
@@ -469,8 +476,7 @@ def _session(
     if isinstance(getattr(connector, "_factory", None), functools.partial):
         # aiohttp builds each connection's protocol with this factory (not public API: if
         # it goes, bytes after a body fail the probe again, which a test shows).
-        connector._factory = functools.partial(
-            _FramedHandler, loop=asyncio.get_running_loop())
+        connector._factory = functools.partial(_framed_handler, asyncio.get_running_loop())
     session = aiohttp.ClientSession(
         connector=connector,
         timeout=_NO_CLIENT_TIMEOUT,
