@@ -47,7 +47,7 @@ METRIC_CONTRACT: frozenset[str] = frozenset({
     "monitor_scheduler_lateness_seconds_count",
     "monitor_notifications_total",
     "monitor_config_reload_success",
-    # Added as built (DESIGN.md: extend, never rename).
+    # Added as built (docs/design.md: extend, never rename).
     "monitor_known_seconds_total",
     "monitor_target_state_since_timestamp_seconds",
     "monitor_outage_open_since_timestamp_seconds",

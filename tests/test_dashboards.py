@@ -174,7 +174,7 @@ def test_metric_name_extraction() -> None:
 
 
 def test_the_daemon_exposes_every_metric_the_dashboards_and_rules_use() -> None:
-    """The contract as monitor.metrics renders it, not just as DESIGN.md states it."""
+    """The contract as monitor.metrics renders it, not just as docs/design.md states it."""
     registry = CollectorRegistry()
     metrics = Metrics("here", registry, store_errors=lambda: {"full": 1})
     metrics.set_targets([Target(name="site", url="https://site.example/")])
