@@ -38,16 +38,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
-from apscheduler.events import (
+from apscheduler.events import (  # type: ignore[import-untyped]
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
     EVENT_JOB_SUBMITTED,
     JobEvent,
     JobSubmissionEvent,
 )
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
 from monitor.model import Target
 from monitor.tasks import cancel, guarded_loop
@@ -180,7 +180,7 @@ class Scheduler:
         job = self._scheduler.get_job(iv.job_id(slot))
         if job is None or job.next_run_time is None:
             return None
-        return job.next_run_time.timestamp() + iv.members[slot][name] - slot * iv.length
+        return float(job.next_run_time.timestamp()) + iv.members[slot][name] - slot * iv.length
 
     async def __aenter__(self) -> Scheduler:
         return self

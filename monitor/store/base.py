@@ -108,7 +108,9 @@ class Store(Protocol):
 
     errors: dict[str, int]  # failed write attempts by kind (locked, readonly, full, io, ...)
     dropped: int  # rollup buckets discarded because writes failed for too long
-    outbox: Outbox
+
+    @property
+    def outbox(self) -> Outbox: ...  # read-only: a store may hold a subtype of Outbox
 
     async def open(self) -> None: ...
 
