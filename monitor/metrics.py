@@ -525,11 +525,13 @@ _go_float: Callable[[float], str] = floatToGoString  # typed: the library's is n
 
 
 def _num(value: float) -> str:
-    """A sample value as prometheus_client writes it (Go's float format)."""
-    if value == 0:
-        return "0.0"
-    if value == 1:
-        return "1.0"
+    """A sample value as prometheus_client writes it (Go's float format), with shortcuts for
+    the common cases: below 1e6 Go's format and Python's repr() agree."""
+    if type(value) is int:
+        if -1_000_000 < value < 1_000_000:
+            return f"{value}.0"
+    elif type(value) is float and -1e6 < value < 1e6:  # False for NaN
+        return repr(value)
     return _go_float(value)
 
 
