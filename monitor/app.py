@@ -30,7 +30,7 @@ from monitor.probes.http import DnsChannel
 from monitor.scheduler import STALL, Scheduler
 from monitor.server import HostPolicy, Unavailable, build_app
 from monitor.store import Store, StoreError, open_store
-from monitor.tasks import background, guarded_loop
+from monitor.tasks import background, cancel, guarded_loop
 from monitor.timefmt import human_duration, rfc3339
 from monitor.tracker import TargetTracker
 
@@ -509,3 +509,4 @@ async def run_daemon(config: Config, **kwargs: Any) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        await cancel(*reloads)  # a reload still reading the file when the daemon stopped
