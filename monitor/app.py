@@ -173,13 +173,14 @@ class Monitor:
         """Stop what start() started, in reverse order. Safe in any state: never started,
         half started, stopped twice. An error is logged, not raised: the caller goes on to
         close the store."""
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return
-        try:
-            await stack.aclose()
-        except Exception:
-            log.exception("stopping the monitor for %s failed", self.location)
+        async with self._reload_lock:  # a reload in flight would start what we stop
+            stack, self._stack = self._stack, None
+            if stack is None:
+                return
+            try:
+                await stack.aclose()
+            except Exception:
+                log.exception("stopping the monitor for %s failed", self.location)
 
     async def _end_run(self) -> None:
         await self.store.end_run(self._clock())
@@ -226,6 +227,8 @@ class Monitor:
         the file again. Parsing runs in a thread: a big config takes seconds, and the event
         loop must keep probing meanwhile."""
         async with self._reload_lock:
+            if self._stack is None:
+                return False, ["the monitor is not running"]
             try:
                 config = await asyncio.to_thread(_load_checked, self.config.source)
             except ConfigError as exc:
