@@ -155,10 +155,11 @@ class Monitor:
                 self.metrics.set_open_outage(name, open_outages.get(name))
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(self._clock())
-        stack.push_async_callback(self.scheduler.shutdown)
-        self.scheduler.start(targets)
+        # Probes ask connectivity for a verdict: it starts before and stops after them.
         stack.push_async_callback(self.connectivity.stop)
         self.connectivity.start()
+        stack.push_async_callback(self.scheduler.shutdown)
+        self.scheduler.start(targets)
         # The first refresh waits for the first probes to give the run some known time.
         await stack.enter_async_context(background(guarded_loop(
             "uptime refresh", self.refresh_uptime, self.uptime_refresh,
