@@ -120,7 +120,8 @@ class Notifications:
         self._clock = clock
         self._sender = Sender(MessageOutbox(store.outbox), self.notifiers, clock=clock,
                               on_outcome=on_outcome)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sending: asyncio.Task[None] | None = None
+        self._reminding: asyncio.Task[None] | None = None
         self._location = config.location
         self._targets: dict[str, Target] = {}
 
@@ -139,22 +140,22 @@ class Notifications:
 
     async def start(self) -> None:
         """Start the sender and the reminders (once: a second start does nothing)."""
-        if self._tasks:
+        if self._sending is not None:
             return
-        self._tasks = [asyncio.create_task(self._sender.run(), name="monitor-sender"),
-                       asyncio.create_task(guarded_loop(
-                           "reminders", self.remind, REMINDER_CHECK, first=REMINDER_CHECK,
-                           quiet=(StoreError,), logger=log), name="monitor-reminders")]
+        self._sending = asyncio.create_task(self._sender.run(), name="monitor-sender")
+        self._reminding = asyncio.create_task(guarded_loop(
+            "reminders", self.remind, REMINDER_CHECK, first=REMINDER_CHECK,
+            quiet=(StoreError,), logger=log), name="monitor-reminders")
         self._sender.wake()  # deliver what a previous run left undelivered
 
     async def stop(self) -> None:
         """Stop the reminders, then let the sender finish what is in flight (its grace
         period). Safe in any state: never started, or stopped twice."""
-        tasks, self._tasks = self._tasks, []
-        reminders = tasks[1] if tasks else None
-        await cancel(reminders)
+        reminding, self._reminding = self._reminding, None
+        await cancel(reminding)
         await self._sender.stop()
-        await cancel(*tasks)  # the sender's task has ended by now; this only reaps it
+        sending, self._sending = self._sending, None
+        await cancel(sending)  # it has ended by now (or never ran): this only reaps it
 
     def in_maintenance(self, target: str, at: float) -> bool:
         return in_maintenance(self.windows, target, at)
