@@ -425,7 +425,14 @@ async def running_monitor(
 
     Raises StartupError (one line: the cause and the fix) if the store is damaged or cannot
     be written, or the port cannot be bound."""
+    stopping: float | None = None  # when shutdown began, once the monitor had started
+
+    def stopped() -> None:
+        if stopping is not None:
+            log.info("stopped %s in %.1fs", config.location, time.monotonic() - stopping)
+
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(stopped)  # first in, last out: once everything is closed
         store = open_store(config.store)
         stack.push_async_callback(store.close)  # safe on a store that did not open
         try:
@@ -460,8 +467,6 @@ async def running_monitor(
         log.info("limits: %d descriptors, %d probes in flight, %d server connections",
                  nofile, in_flight, connections)
         await stack.enter_async_context(monitor)
-        stack.callback(lambda: log.info("stopped %s in %.1fs", monitor.location,
-                                        time.monotonic() - stopping))
         # On the way out, refuse new requests before the monitor stops (closing twice is fine).
         stack.callback(listener.close)
         log.info("started: location=%s, %d targets, listening on http://%s:%d/ (store %s)",
