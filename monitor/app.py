@@ -12,7 +12,7 @@ import logging
 import signal
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -39,6 +39,7 @@ from monitor.probes.http import DnsChannel
 from monitor.scheduler import STALL, Scheduler
 from monitor.server import HostPolicy, Unavailable, build_app
 from monitor.store import Store, StoreError, open_store
+from monitor.tasks import background, cancel, guarded_loop
 from monitor.timefmt import human_duration, rfc3339
 from monitor.tracker import TargetTracker
 
@@ -53,29 +54,6 @@ PRUNE_FIRST = 60.0  # seconds after start of the first pass (start-up stays quic
 
 class StartupError(Exception):
     """The daemon cannot start: one line naming the cause and the fix (exit status 2)."""
-
-
-async def guarded_loop(name: str, step: Callable[[], Awaitable[object]], interval: float,
-                       first: float = 0.0) -> None:
-    """Run `step` every `interval` seconds until cancelled. A step that fails is logged once
-    per kind of error (not once per attempt) and retried at the next interval; a success
-    after failures is logged too. Every background loop of the daemon runs through this."""
-    await asyncio.sleep(first)
-    failing: set[str] = set()
-    while True:
-        try:
-            await step()
-        except Exception as exc:  # a background loop must outlive any error
-            kind = type(exc).__name__
-            if kind not in failing:
-                failing.add(kind)
-                log.error("%s failed: %s; retrying every %gs", name, exc or kind, interval,
-                          exc_info=not isinstance(exc, StoreError))
-        else:
-            if failing:
-                log.warning("%s works again", name)
-                failing.clear()
-        await asyncio.sleep(interval)
 
 
 def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
@@ -128,8 +106,7 @@ class Monitor:
                                          clock=clock)
         self._run_started = 0.0  # start of the store's current run period
         self._offline_at = 0.0  # start of the latest offline period
-        self._tasks: list[asyncio.Task[None]] = []
-        self._dns: DnsChannel | None = None
+        self._stack: contextlib.AsyncExitStack | None = None  # what start() started
         self._reload_lock = asyncio.Lock()  # one reload at a time (SIGHUP and POST race)
 
     def _notifications(self, config: Config) -> Notifications:
@@ -143,17 +120,42 @@ class Monitor:
     def targets(self, config: Config | None = None) -> list[Target]:
         return [t for t in (config or self.config).targets if in_shard(t.name, self.shard)]
 
+    async def __aenter__(self) -> Monitor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def start(self) -> None:
-        self._dns = DnsChannel()  # one DNS channel for the whole run, not one per probe
+        """Resume the targets' states, start notifications, probes and background loops.
+
+        Each part is undone by stop() in reverse order; if a part fails to start, the parts
+        already started are stopped before the error is raised."""
+        if self._stack is not None:
+            raise RuntimeError("monitor already started")
+        stack = self._stack = contextlib.AsyncExitStack()
+        try:
+            await self._start(stack)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        dns = DnsChannel()  # the probes' shared setup, built once, not in the first probes
+        stack.push_async_callback(dns.close)
         targets = self.targets()
         started = self._run_started = self._clock()
         await self.store.start_run(self.location, started)
+        stack.push_async_callback(self._end_run)
         states = await self.store.target_states(self.location)
         for t in targets:
             state, since = states.get(t.name, (State.UNKNOWN, None))
             self.trackers[t.name] = TargetTracker.resume(state, since, t.down_after, t.up_after)
         self.metrics.set_targets(targets)
         self.notifications.set_targets(targets)
+        # Whichever Notifications is current at stop (a reload replaces it).
+        stack.push_async_callback(lambda: self.notifications.stop())
         await self.notifications.start()
         open_outages = {o.target: o for o in await self.store.open_outages(self.location)}
         for name, tracker in self.trackers.items():
@@ -162,29 +164,36 @@ class Monitor:
                 self.metrics.set_open_outage(name, open_outages.get(name))
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(self._clock())
-        self.scheduler.start(targets)
+        # Probes ask connectivity for a verdict: it starts before and stops after them.
+        stack.push_async_callback(self.connectivity.stop)
         self.connectivity.start()
+        stack.push_async_callback(self.scheduler.shutdown)
+        self.scheduler.start(targets)
         # The first refresh waits for the first probes to give the run some known time.
-        self._tasks.append(asyncio.create_task(guarded_loop(
+        await stack.enter_async_context(background(guarded_loop(
             "uptime refresh", self.refresh_uptime, self.uptime_refresh,
-            first=min(UPTIME_FIRST, self.uptime_refresh))))
-        self._tasks.append(asyncio.create_task(guarded_loop(
+            first=min(UPTIME_FIRST, self.uptime_refresh), quiet=(StoreError,)),
+            "monitor-uptime-refresh"))
+        await stack.enter_async_context(background(guarded_loop(
             "retention", self.prune, self.prune_interval,
-            first=min(PRUNE_FIRST, self.prune_interval))))
+            first=min(PRUNE_FIRST, self.prune_interval), quiet=(StoreError,)),
+            "monitor-retention"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await self.scheduler.shutdown()
-        await self.connectivity.stop()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.notifications.stop()
+        """Stop what start() started, in reverse order. Safe in any state: never started,
+        half started, stopped twice. An error is logged, not raised: the caller goes on to
+        close the store."""
+        async with self._reload_lock:  # a reload in flight would start what we stop
+            stack, self._stack = self._stack, None
+            if stack is None:
+                return
+            try:
+                await stack.aclose()
+            except Exception:
+                log.exception("stopping the monitor for %s failed", self.location)
+
+    async def _end_run(self) -> None:
         await self.store.end_run(self._clock())
-        if self._dns is not None:
-            await self._dns.close()
-            self._dns = None
 
     async def apply(self, config: Config) -> None:
         """Switch to a new, already validated config. Unchanged targets keep their schedule."""
@@ -228,6 +237,8 @@ class Monitor:
         the file again. Parsing runs in a thread: a big config takes seconds, and the event
         loop must keep probing meanwhile."""
         async with self._reload_lock:
+            if self._stack is None:
+                return False, ["the monitor is not running"]
             try:
                 config = await asyncio.to_thread(load_config, self.config.source)
             except ConfigError as exc:
@@ -257,8 +268,9 @@ class Monitor:
 
     async def _on_transition(self, target: Target, tr: Transition) -> None:
         maintenance = self.notifications.in_maintenance(tr.target, tr.at)
+        spent = await self._closing_time(tr) if tr.state is State.UP else None
         outage = await self.store.apply_transition(
-            self.location, tr, maintenance, self.notifications.for_transition(target, tr))
+            self.location, tr, maintenance, self.notifications.for_transition(target, tr, spent))
         # The state and the outage change together, no await between: a scrape sees both.
         # Known time and downtime never count from before the current run period.
         self.metrics.set_state(tr.target, tr.state, tr.at)
@@ -278,6 +290,19 @@ class Monitor:
             log.log(level, "%s UP from %s since %s%s", tr.target, self.location,
                     rfc3339(tr.at), ident)
         self.notifications.wake()
+
+    async def _closing_time(self, tr: Transition) -> OutageTime | None:
+        """Known and unknown time of the outage this recovery closes (for the "up" message:
+        time the monitor was stopped or offline is not downtime it saw); None if none is
+        open or the store cannot say."""
+        try:
+            for outage in await self.store.open_outages(self.location):
+                if outage.target == tr.target:
+                    closed = replace(outage, ended_at=tr.at)
+                    return (await self.store.outage_times([closed], tr.at))[0]
+        except StoreError as exc:
+            log.error("%s: the outage's known time is not available: %s", tr.target, exc)
+        return None
 
     async def run_period_ended(self, now: float) -> None:
         """The monitor stops knowing (it went offline): the time from `now` is unknown, so
@@ -382,72 +407,92 @@ class Monitor:
 
 # --- the daemon process ----------------------------------------------------------------------
 
-async def run_monitor(
+@contextlib.asynccontextmanager
+async def running_monitor(
     config: Config,
     *,
     listen: str | None = None,
     port: int | None = None,
     shard: tuple[int, int] | None = None,
-    ready: Callable[[], None] | None = None,
-    on_monitor: Callable[[Monitor], None] | None = None,
     uptime_refresh: float = UPTIME_REFRESH,
     prune_interval: float = PRUNE_INTERVAL,
-) -> None:
-    """Run one monitor and its HTTP server until cancelled, then shut down cleanly.
+) -> AsyncIterator[Monitor]:
+    """One monitor and its HTTP server, started, for the duration of the `async with`.
+
+    Every part is entered on one exit stack, so whatever exits the block (cancellation, an
+    error, a part failing to start) stops exactly the parts that started, in reverse order:
+    no task keeps running and the store is closed.
 
     Raises StartupError (one line: the cause and the fix) if the store is damaged or cannot
     be written, or the port cannot be bound."""
-    store = open_store(config.store)
-    try:
-        await store.open()
-        await store.check_writable()
-    except StoreError as exc:
-        await store.close()
-        raise StartupError(str(exc)) from None
-    nofile = raise_nofile_limit()
-    connections = server_slots(config.limits.server_connections, nofile)
-    in_flight = probe_slots(config.limits.max_probes_in_flight, nofile, connections)
-    loop = asyncio.get_running_loop()
-    previous_handler = loop.get_exception_handler()
-    loop.set_exception_handler(AcceptErrors())
-    monitor = Monitor(config, store, shard=shard, uptime_refresh=uptime_refresh,
-                      prune_interval=prune_interval, max_in_flight=in_flight)
-    host = listen or config.server.listen
-    bind_port = config.server.port if port is None else port
-    # The keep-alive timeout runs from the moment a connection opens: it is the header
-    # read timeout too (aiohttp closes a connection still waiting for a whole request).
-    runner = web.AppRunner(build_app(monitor, monitor.registry, config.server.token,
-                                     exposition=monitor.metrics.exposition,
-                                     hosts=HostPolicy(host, config.server.allowed_hosts)),
-                           access_log=None, handle_signals=False,
-                           keepalive_timeout=config.limits.server_header_timeout)
-    await runner.setup()
-    try:
-        listener = await serve(runner, host, bind_port, connections)
-    except OSError as exc:
-        await runner.cleanup()
-        await store.close()
-        loop.set_exception_handler(previous_handler)
-        raise StartupError(f"cannot listen on {host}:{bind_port}: {exc.strerror}") from None
-    log.info("limits: %d descriptors, %d probes in flight, %d server connections",
-             nofile, in_flight, connections)
-    try:
-        await monitor.start()
+    stopping: float | None = None  # when shutdown began, once the monitor had started
+
+    def stopped() -> None:
+        if stopping is not None:
+            log.info("stopped %s in %.1fs", config.location, time.monotonic() - stopping)
+
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(stopped)  # first in, last out: once everything is closed
+        store = open_store(config.store)
+        stack.push_async_callback(store.close)  # safe on a store that did not open
+        try:
+            await store.open()
+            await store.check_writable()
+        except StoreError as exc:
+            raise StartupError(str(exc)) from None
+        nofile = raise_nofile_limit()
+        connections = server_slots(config.limits.server_connections, nofile)
+        in_flight = probe_slots(config.limits.max_probes_in_flight, nofile, connections)
+        loop = asyncio.get_running_loop()
+        stack.callback(loop.set_exception_handler, loop.get_exception_handler())
+        loop.set_exception_handler(AcceptErrors())
+        monitor = Monitor(config, store, shard=shard, uptime_refresh=uptime_refresh,
+                          prune_interval=prune_interval, max_in_flight=in_flight)
+        host = listen or config.server.listen
+        bind_port = config.server.port if port is None else port
+        # The keep-alive timeout runs from the moment a connection opens: it is the header
+        # read timeout too (aiohttp closes a connection still waiting for a whole request).
+        runner = web.AppRunner(build_app(monitor, monitor.registry, config.server.token,
+                                         exposition=monitor.metrics.exposition,
+                                         hosts=HostPolicy(host, config.server.allowed_hosts)),
+                               access_log=None, handle_signals=False,
+                               keepalive_timeout=config.limits.server_header_timeout)
+        stack.push_async_callback(runner.cleanup)  # safe before setup() too
+        await runner.setup()
+        try:
+            listener = await serve(runner, host, bind_port, connections)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host}:{bind_port}: {exc.strerror}") from None
+        stack.callback(listener.close)
+        log.info("limits: %d descriptors, %d probes in flight, %d server connections",
+                 nofile, in_flight, connections)
+        await stack.enter_async_context(monitor)
+        # On the way out, refuse new requests before the monitor stops (closing twice is fine).
+        stack.callback(listener.close)
         log.info("started: location=%s, %d targets, listening on http://%s:%d/ (store %s)",
                  monitor.location, len(monitor.targets()), host, bind_port, config.store.path)
+        try:
+            yield monitor
+        finally:
+            stopping = time.monotonic()
+
+
+async def run_monitor(
+    config: Config,
+    *,
+    ready: Callable[[], None] | None = None,
+    on_monitor: Callable[[Monitor], None] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Run one monitor and its HTTP server until cancelled, then shut down cleanly.
+
+    `kwargs` are running_monitor's; raises its StartupError."""
+    async with running_monitor(config, **kwargs) as monitor:
         if on_monitor:
             on_monitor(monitor)
         if ready:
             ready()
         await asyncio.Event().wait()  # until cancelled
-    finally:
-        started = time.monotonic()
-        listener.close()
-        await monitor.stop()
-        await runner.cleanup()
-        await store.close()
-        loop.set_exception_handler(previous_handler)
-        log.info("stopped %s in %.1fs", monitor.location, time.monotonic() - started)
 
 
 async def run_daemon(config: Config, **kwargs: Any) -> None:
@@ -473,3 +518,4 @@ async def run_daemon(config: Config, **kwargs: Any) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        await cancel(*reloads)  # a reload still reading the file when the daemon stopped

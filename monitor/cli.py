@@ -268,6 +268,7 @@ def exposure_refusal(server: ServerConfig) -> str | None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from monitor.app import StartupError
     from monitor.demo import run_demo
 
     setup_logging(args.log_level)
@@ -287,7 +288,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except StartupError as exc:  # one line with the fix, as `monitor run` does
+        print(f"monitor demo: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -17,7 +17,7 @@ While offline every result is rewritten to class `local` ("monitor offline: <cla
 which the tracker skips: nothing opens, extends or closes an outage. The owner learns of
 each change through `on_change` (the app ends and starts the store's run there).
 
-Imports the standard library and monitor.model only.
+Imports the standard library, monitor.model and monitor.tasks only.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from monitor.model import Failure, ProbeResult, Target
+from monitor.tasks import cancel, guarded_loop
 
 log = logging.getLogger("monitor.connectivity")
 
@@ -118,18 +119,26 @@ class Connectivity:
 
     # --- life cycle ----------------------------------------------------------------------
 
+    async def __aenter__(self) -> Connectivity:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     def start(self) -> None:
-        """Start (or, after a reload, restart) the periodic check rounds if there are checks."""
+        """Start the periodic check rounds if there are checks (after a reload that added
+        some too); a round while there are none does nothing."""
         if self.settings.checks and (self._loop_task is None or self._loop_task.done()):
-            self._loop_task = asyncio.create_task(self._check_forever())
+            self._loop_task = asyncio.create_task(guarded_loop(
+                "connectivity check round", self._check_round, lambda: self.settings.interval,
+                logger=log), name="monitor-connectivity")
 
     async def stop(self) -> None:
-        for task in (self._loop_task, self._round):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._loop_task = None
+        """Stop the rounds. Safe in any state: never started, or stopped twice."""
+        tasks = self._loop_task, self._round
+        self._loop_task = self._round = None
+        await cancel(*tasks)
 
     def status(self) -> dict[str, object] | None:
         """For the API and the status page: None while online."""
@@ -180,14 +189,9 @@ class Connectivity:
 
     # --- check rounds ---------------------------------------------------------------------
 
-    async def _check_forever(self) -> None:
-        while self.settings.checks:
-            try:
-                await self._reached_after(self._clock())
-            except Exception:  # the checks must outlive any one failure
-                log.exception("connectivity check round failed")
-            await asyncio.sleep(self.settings.interval)
-        self._loop_task = None
+    async def _check_round(self) -> None:
+        if self.settings.checks:  # removed by a reload: the loop idles
+            await self._reached_after(self._clock())
 
     def _kick(self) -> None:
         if self._round is None or self._round.done():

@@ -16,7 +16,7 @@ refreshed every probe interval rather than once a minute, so that they move with
 | gazprom | healthy throughout, over TLS            | —                            |
 | geo     | refuses the second vantage point only   | always, from demo-b          |
 
-Sits above the daemon: imports monitor.app (to run the monitors), config and model.
+Sits above the daemon: imports monitor.app (to run the monitors), config, model and tasks.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from aiohttp import web
 
 from monitor.config import Config, MetricsConfig, ServerConfig, StoreConfig
 from monitor.model import Target
+from monitor.tasks import background, guarded_loop
 
 log = logging.getLogger("monitor.demo")
 
@@ -122,16 +123,15 @@ class Flapper:
         self.runner, self.port, self.scenario = runner, port, scenario
         self.site: web.TCPSite | None = None
 
-    async def run(self) -> None:
-        while True:
-            refusing = self.scenario.phase() in MIL_REFUSED
-            if refusing and self.site is not None:
-                await self.site.stop()
-                self.site = None
-            elif not refusing and self.site is None:
-                self.site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True)
-                await self.site.start()
-            await asyncio.sleep(0.1)
+    async def step(self) -> None:
+        refusing = self.scenario.phase() in MIL_REFUSED
+        if refusing and self.site is not None:
+            site, self.site = self.site, None
+            await site.stop()
+        elif not refusing and self.site is None:
+            site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True)
+            await site.start()
+            self.site = site
 
 
 def free_port() -> int:
@@ -151,17 +151,18 @@ def demo_tls_context() -> ssl.SSLContext:
 
 def demo_targets(port: int, mil_port: int, tls_port: int) -> tuple[Target, ...]:
     base = f"http://127.0.0.1:{port}"
-    common = {"interval": INTERVAL, "timeout": TIMEOUT, "down_after": 2}
+
+    def target(name: str, url: str, scenario: str, verify_tls: bool = True) -> Target:
+        return Target(name, url, interval=INTERVAL, timeout=TIMEOUT, down_after=2,
+                      labels=(("scenario", scenario),), verify_tls=verify_tls)
+
     return (
-        Target("rt", f"{base}/rt", labels=(("scenario", "timeout under load"),), **common),
-        Target("duma", f"{base}/duma", labels=(("scenario", "503"),), **common),
-        Target("mil", f"http://127.0.0.1:{mil_port}/mil", labels=(("scenario", "refused"),),
-               **common),
-        Target("kremlin", f"{base}/kremlin", labels=(("scenario", "slower then timeout"),),
-               **common),
-        Target("gazprom", f"https://127.0.0.1:{tls_port}/gazprom", verify_tls=False,
-               labels=(("scenario", "healthy"),), **common),
-        Target("geo", f"{base}/geo", labels=(("scenario", "blocked from demo-b"),), **common),
+        target("rt", f"{base}/rt", "timeout under load"),
+        target("duma", f"{base}/duma", "503"),
+        target("mil", f"http://127.0.0.1:{mil_port}/mil", "refused"),
+        target("kremlin", f"{base}/kremlin", "slower then timeout"),
+        target("gazprom", f"https://127.0.0.1:{tls_port}/gazprom", "healthy", verify_tls=False),
+        target("geo", f"{base}/geo", "blocked from demo-b"),
     )
 
 
@@ -174,19 +175,25 @@ async def run_demo(*, port: int = 9321, cycle: float = 180.0, data_dir: str | No
     beside it can scrape them); the target servers always stay on 127.0.0.1.
     `allowed_hosts`: Host names the monitors answer besides local ones (a compose service).
     """
-    from monitor.app import run_monitor  # the demo sits above the daemon
+    from monitor.app import running_monitor  # the demo sits above the daemon
 
     scenario = Scenario(cycle)
-    runner = web.AppRunner(target_app(scenario), access_log=None, handle_signals=False)
-    await runner.setup()
     target_port, mil_port, tls_port = free_port(), free_port(), free_port()
-    await web.TCPSite(runner, "127.0.0.1", target_port).start()
-    await web.TCPSite(runner, "127.0.0.1", tls_port, ssl_context=demo_tls_context()).start()
-    mil_runner = web.AppRunner(target_app(scenario), access_log=None, handle_signals=False)
-    await mil_runner.setup()
-    flapper = asyncio.create_task(Flapper(mil_runner, mil_port, scenario).run())
     targets = demo_targets(target_port, mil_port, tls_port)
-    with contextlib.ExitStack() as stack:
+    # Every part on one exit stack: whatever ends the demo (Ctrl-C, a monitor's port
+    # already taken) stops exactly what started, in reverse order.
+    async with contextlib.AsyncExitStack() as stack:
+        runner = web.AppRunner(target_app(scenario), access_log=None, handle_signals=False)
+        stack.push_async_callback(runner.cleanup)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", target_port).start()
+        await web.TCPSite(runner, "127.0.0.1", tls_port, ssl_context=demo_tls_context()).start()
+        mil_runner = web.AppRunner(target_app(scenario), access_log=None, handle_signals=False)
+        stack.push_async_callback(mil_runner.cleanup)
+        await mil_runner.setup()
+        flapper = Flapper(mil_runner, mil_port, scenario)
+        await stack.enter_async_context(background(
+            guarded_loop("demo: the mil port", flapper.step, 0.1, logger=log), "demo-flapper"))
         data = Path(data_dir or stack.enter_context(tempfile.TemporaryDirectory()))
         configs = [
             Config(source="<demo>", location=location,
@@ -199,18 +206,9 @@ async def run_demo(*, port: int = 9321, cycle: float = 180.0, data_dir: str | No
         log.info("demo: targets on 127.0.0.1:%d (mil on :%d, gazprom https on :%d), "
                  "cycle %.0fs; monitors %s", target_port, mil_port, tls_port, cycle,
                  ", ".join(f"{c.location} on http://{listen}:{c.server.port}/" for c in configs))
-        started = [asyncio.Event() for _ in configs]
-        # Uptime ratios every probe interval: the daemon's once a minute is slow for a loop.
-        monitors = [asyncio.create_task(run_monitor(c, ready=e.set, uptime_refresh=INTERVAL))
-                    for c, e in zip(configs, started, strict=True)]
-        try:
-            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 30)
-            if ready:
-                ready()
-            await asyncio.gather(*monitors)
-        finally:
-            for task in (*monitors, flapper):
-                task.cancel()
-            await asyncio.gather(*monitors, flapper, return_exceptions=True)
-            await runner.cleanup()
-            await mil_runner.cleanup()
+        for c in configs:
+            # Uptime ratios every probe interval: the daemon's once a minute is slow for a loop.
+            await stack.enter_async_context(running_monitor(c, uptime_refresh=INTERVAL))
+        if ready:
+            ready()
+        await asyncio.Event().wait()  # until cancelled

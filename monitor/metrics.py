@@ -1,14 +1,16 @@
-"""Prometheus metrics: the contract in DESIGN.md, rendered by one custom collector.
+"""Prometheus metrics: the contract in docs/design.md, rendered by one custom collector.
 
 Per-target state lives in plain objects updated on every probe and turned into metric
 families only when Prometheus scrapes. That keeps the per-probe cost to a few attribute
 writes and makes removing a target's series a dictionary delete.
 
-Two renderings of the same samples: `collect()` for the registry (tests, `get_sample_value`,
-`generate_latest`), and `exposition()` for /metrics, which writes the text format by hand
-from label strings cached per target and yields to the event loop between chunks of targets.
-prometheus_client's generate_latest costs ~15 µs a sample (5 s for 10,000 targets with their
-histograms, the event loop blocked throughout); the hand-written text ~0.5 µs.
+One family table (`Metrics.families`: name, type, help and a generator of samples) feeds
+two renderings, which therefore cannot disagree: `collect()` for the registry (tests,
+`get_sample_value`, `generate_latest`, `describe()`), and `exposition()` for /metrics, which
+writes the text format by hand from label strings cached per target (`Labels.text`) and
+yields to the event loop between chunks of targets. prometheus_client's generate_latest
+costs ~6 µs a sample (2.6 s for 10,000 targets with their histograms, the event loop blocked
+throughout); the hand-written text well under 1 µs.
 
 Imports prometheus_client and monitor.model only.
 """
@@ -24,13 +26,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.utils import floatToGoString
 
 from monitor.model import PHASES, Failure, Outage, ProbeResult, State, Target
@@ -44,8 +42,9 @@ FIRST_ERROR_MAX = 120  # characters of an outage's first error kept in its info 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 EXPOSITION_CHUNK = 1000  # targets rendered between two yields to the event loop
 
-# name, type, help of the per-target families, in the order both renderings emit them.
+# Name: type, help of the families collected at scrape time, in the order they are rendered.
 FAMILIES: dict[str, tuple[str, str]] = {
+    "monitor_store_errors": ("counter", "History writes that failed, by kind of error."),
     "monitor_target_info": ("gauge", "What is monitored."),
     "monitor_probe_success": ("gauge", "1 if the last probe succeeded."),
     "monitor_probe_duration_seconds": ("histogram", "Probe duration."),
@@ -69,6 +68,56 @@ FAMILIES: dict[str, tuple[str, str]] = {
 }
 
 
+def _escape(value: str) -> str:
+    """A label value in the text format."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+class Labels:
+    """Label pairs, with their text-format rendering (`,name="value"` each) made once;
+    `first`: the labels that open a sample's label set (no leading comma)."""
+
+    __slots__ = ("pairs", "text")
+
+    def __init__(self, *pairs: tuple[str, str], first: bool = False) -> None:
+        self.pairs = pairs
+        text = "".join(f',{k}="{_escape(v)}"' for k, v in pairs)
+        self.text = text[1:] if first else text
+
+
+NONE = Labels()
+_PHASE = {p: Labels(("phase", p)) for p in PHASES}
+_RESULT = {r: Labels(("result", r)) for r in RESULTS}
+_WINDOW = {w: Labels(("window", w)) for w in UPTIME_WINDOWS}
+_INF = Labels(("le", "+Inf"))
+# One sample: suffix of the family's sample name, the labels of its target (or location),
+# its own labels, and the value.
+Sample = tuple[str, Labels, Labels, float]
+
+
+class Family:
+    """A metric family: what a scrape shows, and the generator of its samples."""
+
+    __slots__ = ("help", "kind", "name", "per_target", "sample_name", "samples")
+
+    def __init__(self, name: str,
+                 samples: Callable[[Sequence[_Series], float], Iterator[Sample]], *,
+                 per_target: bool = True) -> None:
+        self.name = name
+        self.kind, self.help = FAMILIES[name]
+        self.sample_name = f"{name}_total" if self.kind == "counter" else name
+        self.samples = samples  # (series, now) → samples; ignores series unless per_target
+        self.per_target = per_target
+
+    def empty(self) -> Metric:
+        return Metric(self.name, self.help, self.kind)
+
+    def header(self) -> str:
+        return f"# HELP {self.sample_name} {self.help}\n# TYPE {self.sample_name} {self.kind}\n"
+
+
 def public_url(url: str) -> str:
     """The URL without user info, query or fragment: safe to show as a label."""
     parts = urlsplit(url)
@@ -83,14 +132,14 @@ class _Series:
     """Run-time metric state of one target."""
 
     __slots__ = ("buckets", "cert_expiry", "count", "down_since", "down_until", "downtime",
-                 "info",
-                 "info_labels", "key", "known", "known_from", "open", "outages", "paused",
-                 "phases", "probes", "since", "status", "success", "sum", "up", "uptime")
+                 "info", "info_labels", "key", "known", "known_from", "open", "outages",
+                 "paused", "phases", "probes", "since", "status", "success", "sum", "up",
+                 "uptime")
 
-    def __init__(self, key: str, info: tuple[tuple[str, str], ...], n_buckets: int) -> None:
-        self.key = key  # 'target="…",location="…"', the labels every per-target sample has
+    def __init__(self, key: Labels, info: tuple[tuple[str, str], ...], n_buckets: int) -> None:
+        self.key = key  # target and location: the labels every per-target sample has
         self.info = info
-        self.info_labels = ""  # the info sample's other labels, set by Metrics.set_targets
+        self.info_labels = NONE  # the info sample's other labels, set by Metrics.set_targets
         self.success: float | None = None
         self.buckets = [0] * n_buckets  # non-cumulative counts; +Inf is `count`
         self.sum = 0.0
@@ -110,8 +159,8 @@ class _Series:
         self.known = 0.0
         # While the monitor is offline: (known time was counting, downtime was counting).
         self.paused: tuple[bool, bool] | None = None
-        # The open outage: (recorded start, cause, first error), or None.
-        self.open: tuple[float, str, str] | None = None
+        # The open outage: (recorded start, its cause label, its cause and first error).
+        self.open: tuple[float, Labels, Labels] | None = None
         self.outages = 0
         self.uptime: dict[str, float] = {}
 
@@ -145,39 +194,41 @@ class Metrics:
         # The few process-wide metrics live in a registry of their own, which collect()
         # includes and exposition() renders with prometheus_client.
         own = self._own = CollectorRegistry()
-        registry.register(self)
-        self.lateness = Histogram(
+        lateness = Histogram(
             "monitor_scheduler_lateness_seconds", "How late probes start against their schedule.",
-            ["location"], buckets=LATENESS_BUCKETS, registry=own,
-        ).labels(location)
+            ["location"], buckets=LATENESS_BUCKETS, registry=own)
         self.missed_runs = Counter(
             "monitor_scheduler_missed_runs", "Scheduled probe runs skipped (missed, coalesced, "
-            "still running or overloaded).", ["location", "reason"], registry=own,
-        )
-        self.reload_success = Gauge(
+            "still running or overloaded).", ["location", "reason"], registry=own)
+        reload_success = Gauge(
             "monitor_config_reload_success", "1 if the last configuration load worked.",
-            ["location"], registry=own,
-        ).labels(location)
-        self.reload_timestamp = Gauge(
+            ["location"], registry=own)
+        reload_timestamp = Gauge(
             "monitor_config_last_reload_success_timestamp_seconds",
             "When the configuration was last loaded successfully.", ["location"],
-            registry=own,
-        ).labels(location)
-        Gauge("monitor_notification_queue", "Notifications waiting in the outbox.",
-              ["location"], registry=own).labels(location).set_function(
-            lambda: float(self._notification_queue()))
+            registry=own)
+        queue = Gauge("monitor_notification_queue", "Notifications waiting in the outbox.",
+                      ["location"], registry=own)
         self.notifications = Counter(
             "monitor_notifications", "Notification delivery attempts by outcome.",
-            ["location", "notifier", "outcome"], registry=own,
-        )
-        self.offline = Gauge(
+            ["location", "notifier", "outcome"], registry=own)
+        offline = Gauge(
             "monitor_offline", "1 while the monitor's own network is down (results unknown).",
-            ["location"], registry=own,
-        ).labels(location)
+            ["location"], registry=own)
+        in_flight = Gauge("monitor_probes_in_flight", "Probes running now.", ["location"],
+                          registry=own)
+        self._own_metrics: tuple[MetricWrapperBase, ...] = (
+            lateness, self.missed_runs, reload_success, reload_timestamp, queue,
+            self.notifications, offline, in_flight)
+        self.lateness = lateness.labels(location)
+        self.reload_success = reload_success.labels(location)
+        self.reload_timestamp = reload_timestamp.labels(location)
+        queue.labels(location).set_function(lambda: float(self._notification_queue()))
+        self.offline = offline.labels(location)
         self.offline.set(0)
-        self.in_flight = Gauge(
-            "monitor_probes_in_flight", "Probes running now.", ["location"], registry=own,
-        ).labels(location)
+        self.in_flight = in_flight.labels(location)
+        self.families = self._families()
+        registry.register(self)  # after the families exist: it calls describe()
 
     # --- updates -------------------------------------------------------------------------
 
@@ -187,12 +238,11 @@ class Metrics:
         for name in list(self._series):
             if name not in wanted:
                 del self._series[name]
-        loc = _escape(self.location)
         for name, target in wanted.items():
             info = (("url", public_url(target.url)), ("kind", target.kind), *target.labels)
             series = self._series.get(name)
             if series is None:
-                key = f'target="{_escape(name)}",location="{loc}"'
+                key = Labels(("target", name), ("location", self.location), first=True)
                 self._series[name] = _Series(key, info, len(self._buckets))
             else:
                 series.info = info
@@ -201,8 +251,7 @@ class Metrics:
             {k for s in self._series.values() for k, _ in s.info} - {"url", "kind"})
         for series in self._series.values():
             values = dict(series.info)
-            series.info_labels = "".join(
-                f',{k}="{_escape(values.get(k, ""))}"' for k in ("url", "kind", *extra))
+            series.info_labels = Labels(*((k, values.get(k, "")) for k in ("url", "kind", *extra)))
 
     def observe(self, result: ProbeResult) -> None:
         series = self._series.get(result.target)
@@ -275,7 +324,9 @@ class Metrics:
             series.open = None
             return
         error = _UNPRINTABLE.sub(" ", outage.message).strip()[:FIRST_ERROR_MAX]
-        series.open = (outage.started_at, outage.cause.value, error)
+        cause = outage.cause.value
+        series.open = (outage.started_at, Labels(("cause", cause)),
+                       Labels(("cause", cause), ("first_error", error)))
         if outage.maintenance:
             now = self._clock()
             series.down_since = None
@@ -327,80 +378,23 @@ class Metrics:
     # --- exposition ------------------------------------------------------------------------
 
     def describe(self) -> Iterable[Metric]:
-        return []  # the families depend on the configured targets; skip the registry's check
+        """Every family collect() may give, without samples (for the registry's name check)."""
+        for metric in self._own_metrics:
+            yield from metric.describe()
+        for fam in self.families:
+            yield fam.empty()
 
     def collect(self) -> Iterable[Metric]:
+        """The families with samples, as prometheus_client metric families."""
         yield from self._own.collect()
-        loc = self.location
+        series = list(self._series.values())
         now = self._rendered = self._clock()
-        extra = self._info_extra
-
-        def family(kind: type[Metric], name: str, *labels: str) -> Metric:
-            return kind(name, FAMILIES[name][1], labels=["target", "location", *labels])
-
-        info = family(GaugeMetricFamily, "monitor_target_info", "url", "kind", *extra)
-        success = family(GaugeMetricFamily, "monitor_probe_success")
-        phase = family(GaugeMetricFamily, "monitor_probe_phase_seconds", "phase")
-        probes = family(CounterMetricFamily, "monitor_probes", "result")
-        status = family(GaugeMetricFamily, "monitor_http_status_code")
-        cert = family(GaugeMetricFamily, "monitor_tls_cert_expiry_timestamp_seconds")
-        up = family(GaugeMetricFamily, "monitor_target_up")
-        state_since = family(GaugeMetricFamily, "monitor_target_state_since_timestamp_seconds")
-        outages = family(CounterMetricFamily, "monitor_outages")
-        downtime = family(CounterMetricFamily, "monitor_downtime_seconds")
-        known = family(CounterMetricFamily, "monitor_known_seconds")
-        open_since = family(GaugeMetricFamily, "monitor_outage_open_since_timestamp_seconds",
-                            "cause")
-        outage_info = family(GaugeMetricFamily, "monitor_outage_info", "cause", "first_error")
-        uptime = family(GaugeMetricFamily, "monitor_uptime_ratio", "window")
-        duration = family(HistogramMetricFamily, "monitor_probe_duration_seconds")
-        bucket_names = [_le(b) for b in self._buckets]
-        for name, s in self._series.items():
-            values = dict(s.info)
-            info.add_metric([name, loc, values["url"], values["kind"],
-                             *(values.get(k, "") for k in extra)], 1.0)
-            outages.add_metric([name, loc], s.outages)
-            downtime.add_metric([name, loc],
-                                _running(s.downtime, s.down_since, now, s.down_until))
-            known.add_metric([name, loc], _running(s.known, s.known_from, now))
-            if s.open is not None:
-                since, cause, error = s.open
-                open_since.add_metric([name, loc, cause], since)
-                outage_info.add_metric([name, loc, cause, error], 1.0)
-            if s.up is not None:
-                up.add_metric([name, loc], s.up)
-                if s.since is not None:
-                    state_since.add_metric([name, loc], s.since)
-            for window, ratio in s.uptime.items():
-                uptime.add_metric([name, loc, window], ratio)
-            if s.success is not None or s.probes[Failure.LOCAL.value]:
-                for result, n in s.probes.items():
-                    probes.add_metric([name, loc, result], n)
-            if s.success is None:  # no probe result about the target yet
-                continue
-            success.add_metric([name, loc], s.success)
-            status.add_metric([name, loc], s.status)
-            for p in PHASES:
-                if p in s.phases:
-                    phase.add_metric([name, loc, p], s.phases[p])
-            if s.cert_expiry is not None:
-                cert.add_metric([name, loc], s.cert_expiry)
-            if self.per_target_histogram:
-                cumulative, acc = [], 0
-                for le, n in zip(bucket_names, s.buckets, strict=True):
-                    acc += n
-                    cumulative.append((le, acc))
-                cumulative.append(("+Inf", s.count))
-                duration.add_metric([name, loc], cumulative, s.sum)
-        store_errors = CounterMetricFamily("monitor_store_errors",
-                                           "History writes that failed, by kind of error.",
-                                           labels=["location", "kind"])
-        for kind, n in self._store_errors().items():
-            store_errors.add_metric([loc, kind], n)
-        for fam in (store_errors, info, success, duration, phase, probes, status, cert, up,
-                    state_since, outages, downtime, known, open_since, outage_info, uptime):
-            if fam.samples:  # an empty family would still print HELP and TYPE
-                yield fam
+        for fam in self.families:
+            metric = fam.empty()
+            for suffix, key, own, value in fam.samples(series, now):
+                metric.add_sample(fam.sample_name + suffix, dict(key.pairs + own.pairs), value)
+            if metric.samples:  # an empty family would still print HELP and TYPE
+                yield metric
 
     async def exposition(self, chunk: int = EXPOSITION_CHUNK) -> AsyncIterator[bytes]:
         """The Prometheus text format (0.0.4) of every sample collect() gives, in pieces.
@@ -409,105 +403,115 @@ class Metrics:
         not hold probes back; a target removed meanwhile is still rendered from the snapshot.
         """
         yield generate_latest(self._own)
-        errors = [(f'location="{_escape(self.location)}",kind="{_escape(kind)}"', n)
-                  for kind, n in self._store_errors().items()]
-        if errors:
-            yield _header("monitor_store_errors", "counter",
-                          "History writes that failed, by kind of error.").encode()
-            yield "".join(f"monitor_store_errors_total{{{labels}}} {_num(n)}\n"
-                          for labels, n in errors).encode()
         series = list(self._series.values())
         now = self._rendered = self._clock()
-        for name, render in self._renderers(now):
+        for fam in self.families:
+            name = fam.sample_name
             started = False
-            for i in range(0, len(series), chunk):
-                lines: list[str] = []
-                for s in series[i : i + chunk]:
-                    render(s, lines)
+            step = chunk if fam.per_target else max(1, len(series))
+            for i in range(0, max(1, len(series)), step):
+                lines = [f"{name}{suffix}{{{key.text}{own.text}}} {_num(value)}\n"
+                         for suffix, key, own, value in fam.samples(series[i : i + step], now)]
                 if lines:
                     if not started:
-                        kind, help_text = FAMILIES[name]
-                        lines.insert(0, _header(name, kind, help_text))
+                        lines.insert(0, fam.header())
                         started = True
                     yield "".join(lines).encode()
-                await asyncio.sleep(0)
+                if fam.per_target:
+                    await asyncio.sleep(0)
 
-    def _renderers(self, now: float) -> Iterator[tuple[str, Callable[[_Series, list[str]], None]]]:
-        """(family name, function appending one target's lines), in collect()'s order."""
-        probed = "monitor_probe_"
+    def _families(self) -> tuple[Family, ...]:
+        """The family table: each family's samples, in FAMILIES' order. Per-target families
+        skip a target with no probe result about it yet (`success` None) where a value would
+        say nothing (status, phases, the histogram)."""
+        location = Labels(("location", self.location), first=True)
 
-        def info(s: _Series, out: list[str]) -> None:
-            out.append(f"monitor_target_info{{{s.key}{s.info_labels}}} 1.0\n")
+        def store_errors(_: Sequence[_Series], now: float) -> Iterator[Sample]:
+            for kind, n in self._store_errors().items():
+                yield "", location, Labels(("kind", kind)), n
 
-        def gauge(name: str, value: Callable[[_Series], float | None]) -> Callable[..., None]:
-            def render(s: _Series, out: list[str]) -> None:
-                v = value(s)
-                if v is not None:
-                    out.append(f"{name}{{{s.key}}} {_num(v)}\n")
-            return render
+        def info(series: Sequence[_Series], now: float) -> Iterator[Sample]:
+            for s in series:
+                yield "", s.key, s.info_labels, 1.0
 
-        def phases(s: _Series, out: list[str]) -> None:
-            if s.success is not None:
-                out.extend(f'{probed}phase_seconds{{{s.key},phase="{p}"}} {_num(s.phases[p])}\n'
-                           for p in PHASES if p in s.phases)
+        def gauge(value: Callable[[_Series, float], float | None],
+                  ) -> Callable[[Sequence[_Series], float], Iterator[Sample]]:
+            def samples(series: Sequence[_Series], now: float) -> Iterator[Sample]:
+                for s in series:
+                    if (v := value(s, now)) is not None:
+                        yield "", s.key, NONE, v
+            return samples
 
-        def probes(s: _Series, out: list[str]) -> None:
-            if s.success is not None or s.probes[Failure.LOCAL.value]:
-                out.extend(f'monitor_probes_total{{{s.key},result="{r}"}} {_num(n)}\n'
-                           for r, n in s.probes.items())
+        les = [Labels(("le", _le(b))) for b in self._buckets]
 
-        def uptime(s: _Series, out: list[str]) -> None:
-            out.extend(f'monitor_uptime_ratio{{{s.key},window="{w}"}} {_num(r)}\n'
-                       for w, r in s.uptime.items())
+        def duration(series: Sequence[_Series], now: float) -> Iterator[Sample]:
+            for s in series:
+                if s.success is None:
+                    continue
+                acc = 0
+                for le, n in zip(les, s.buckets, strict=True):
+                    acc += n
+                    yield "_bucket", s.key, le, acc
+                yield "_bucket", s.key, _INF, s.count
+                yield "_count", s.key, NONE, s.count
+                yield "_sum", s.key, NONE, s.sum
 
-        les = [f',le="{_le(b)}"}} ' for b in self._buckets]
-        name = "monitor_probe_duration_seconds"
+        def phases(series: Sequence[_Series], now: float) -> Iterator[Sample]:
+            for s in series:
+                if s.success is not None:
+                    for p in PHASES:
+                        if p in s.phases:
+                            yield "", s.key, _PHASE[p], s.phases[p]
 
-        def histogram(s: _Series, out: list[str]) -> None:
-            if s.success is None:
-                return
-            acc = 0
-            for le, n in zip(les, s.buckets, strict=True):
-                acc += n
-                out.append(f"{name}_bucket{{{s.key}{le}{_num(acc)}\n")
-            out.append(f'{name}_bucket{{{s.key},le="+Inf"}} {_num(s.count)}\n'
-                       f"{name}_count{{{s.key}}} {_num(s.count)}\n"
-                       f"{name}_sum{{{s.key}}} {_num(s.sum)}\n")
+        def probes(series: Sequence[_Series], now: float) -> Iterator[Sample]:
+            for s in series:
+                if s.success is not None or s.probes[Failure.LOCAL.value]:
+                    for r, n in s.probes.items():
+                        yield "", s.key, _RESULT[r], n
 
-        def open_since(s: _Series, out: list[str]) -> None:
-            if s.open is not None:
-                out.append(f'monitor_outage_open_since_timestamp_seconds{{{s.key},'
-                           f'cause="{s.open[1]}"}} {_num(s.open[0])}\n')
+        def open_since(series: Sequence[_Series], now: float) -> Iterator[Sample]:
+            for s in series:
+                if s.open is not None:
+                    yield "", s.key, s.open[1], s.open[0]
 
-        def outage_info(s: _Series, out: list[str]) -> None:
-            if s.open is not None:
-                out.append(f'monitor_outage_info{{{s.key},cause="{s.open[1]}",'
-                           f'first_error="{_escape(s.open[2])}"}} 1.0\n')
+        def outage_info(series: Sequence[_Series], now: float) -> Iterator[Sample]:
+            for s in series:
+                if s.open is not None:
+                    yield "", s.key, s.open[2], 1.0
 
-        yield "monitor_target_info", info
-        yield "monitor_probe_success", gauge("monitor_probe_success", lambda s: s.success)
-        if self.per_target_histogram:
-            yield name, histogram
-        yield "monitor_probe_phase_seconds", phases
-        yield "monitor_probes", probes
-        yield "monitor_http_status_code", gauge(
-            "monitor_http_status_code", lambda s: None if s.success is None else s.status)
-        yield "monitor_tls_cert_expiry_timestamp_seconds", gauge(
-            "monitor_tls_cert_expiry_timestamp_seconds",
-            lambda s: None if s.success is None else s.cert_expiry)
-        yield "monitor_target_up", gauge("monitor_target_up", lambda s: s.up)
-        yield "monitor_target_state_since_timestamp_seconds", gauge(
-            "monitor_target_state_since_timestamp_seconds",
-            lambda s: None if s.up is None else s.since)
-        yield "monitor_outages", gauge("monitor_outages_total", lambda s: s.outages)
-        yield "monitor_downtime_seconds", gauge(
-            "monitor_downtime_seconds_total",
-            lambda s: _running(s.downtime, s.down_since, now, s.down_until))
-        yield "monitor_known_seconds", gauge(
-            "monitor_known_seconds_total", lambda s: _running(s.known, s.known_from, now))
-        yield "monitor_outage_open_since_timestamp_seconds", open_since
-        yield "monitor_outage_info", outage_info
-        yield "monitor_uptime_ratio", uptime
+        def uptime(series: Sequence[_Series], now: float) -> Iterator[Sample]:
+            for s in series:
+                for w, r in s.uptime.items():
+                    yield "", s.key, _WINDOW.get(w) or Labels(("window", w)), r
+
+        families = [
+            Family("monitor_store_errors", store_errors, per_target=False),
+            Family("monitor_target_info", info),
+            Family("monitor_probe_success", gauge(lambda s, now: s.success)),
+            Family("monitor_probe_duration_seconds", duration),
+            Family("monitor_probe_phase_seconds", phases),
+            Family("monitor_probes", probes),
+            Family("monitor_http_status_code",
+                   gauge(lambda s, now: None if s.success is None else s.status)),
+            Family("monitor_tls_cert_expiry_timestamp_seconds",
+                   gauge(lambda s, now: None if s.success is None else s.cert_expiry)),
+            Family("monitor_target_up", gauge(lambda s, now: s.up)),
+            Family("monitor_target_state_since_timestamp_seconds",
+                   gauge(lambda s, now: None if s.up is None else s.since)),
+            Family("monitor_outages", gauge(lambda s, now: s.outages)),
+            Family("monitor_downtime_seconds", gauge(
+                lambda s, now: _running(s.downtime, s.down_since, now, s.down_until))),
+            Family("monitor_known_seconds",
+                   gauge(lambda s, now: _running(s.known, s.known_from, now))),
+            Family("monitor_outage_open_since_timestamp_seconds", open_since),
+            Family("monitor_outage_info", outage_info),
+            Family("monitor_uptime_ratio", uptime),
+        ]
+        if not self.per_target_histogram:
+            families = [f for f in families if f.name != "monitor_probe_duration_seconds"]
+        assert [f.name for f in families] == [n for n in FAMILIES if n in {
+            f.name for f in families}], "the table follows FAMILIES' order"
+        return tuple(families)
 
 
 def _running(total: float, since: float | None, now: float, until: float | None = None) -> float:
@@ -517,25 +521,18 @@ def _running(total: float, since: float | None, now: float, until: float | None 
     return total + (max(0.0, end - since) if since is not None else 0.0)
 
 
-def _header(name: str, kind: str, help_text: str) -> str:
-    full = f"{name}_total" if kind == "counter" else name
-    return f"# HELP {full} {help_text}\n# TYPE {full} {kind}\n"
+_go_float: Callable[[float], str] = floatToGoString  # typed: the library's is not
 
 
 def _num(value: float) -> str:
-    """A sample value as prometheus_client writes it (Go's float format)."""
-    if value == 0:
-        return "0.0"
-    if value == 1:
-        return "1.0"
-    return floatToGoString(value)
-
-
-def _escape(value: str) -> str:
-    """A label value in the text format."""
-    if "\\" in value or '"' in value or "\n" in value:
-        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-    return value
+    """A sample value as prometheus_client writes it (Go's float format), with shortcuts for
+    the common cases: below 1e6 Go's format and Python's repr() agree."""
+    if type(value) is int:
+        if -1_000_000 < value < 1_000_000:
+            return f"{value}.0"
+    elif type(value) is float and -1e6 < value < 1e6:  # False for NaN
+        return repr(value)
+    return _go_float(value)
 
 
 def _le(bound: float) -> str:

@@ -16,14 +16,15 @@ import aiohttp
 
 from monitor.config import Config
 from monitor.metrics import public_url
-from monitor.model import Outage, State, Target, Transition
+from monitor.model import Outage, OutageTime, State, Target, Transition
 from monitor.notify.base import Message, Notifier, NotifyError, redact
 from monitor.notify.maintenance import Window, in_maintenance
 from monitor.notify.messages import notify_test_message
 from monitor.notify.registry import build_notifier
 from monitor.notify.sender import OutboxEntry, Sender
-from monitor.store import Notification, Store
+from monitor.store import Notification, Store, StoreError
 from monitor.store.base import Outbox
+from monitor.tasks import cancel, guarded_loop
 from monitor.timefmt import parse_duration
 
 log = logging.getLogger("monitor.notify")
@@ -47,18 +48,20 @@ def build_all(config: Config) -> tuple[dict[str, Notifier], dict[str, float], li
 
 
 def outage_message(outage: Outage, kind: str, url: str, *, key: str | None = None,
-                   now: float | None = None) -> Message:
-    """The message of an outage; `key` defaults to `{outage id}:{kind}` (idempotency)."""
-    if kind == "up" and outage.ended_at is not None:
-        duration: float | None = outage.ended_at - outage.started_at
-    elif kind == "reminder" and now is not None:
-        duration = now - outage.started_at  # down for so far
-    else:
-        duration = None
+                   spent: OutageTime | None = None) -> Message:
+    """The message of an outage; `key` defaults to `{outage id}:{kind}` (idempotency).
+
+    "up" and "reminder" give the outage's known time as its duration, and the time the
+    monitor did not watch apart, as the history counts them (`spent`, from the store's run
+    periods); without `spent` the duration is unknown."""
+    duration: float | None = None
+    unknown: float | None = None
+    if kind in ("up", "reminder") and spent is not None:
+        duration, unknown = spent.known, spent.unknown
     return Message(kind=kind, key=key or f"{outage.id}:{kind}", target=outage.target,
                    location=outage.location, url=url, cause=outage.cause.value,
                    error=outage.message, since=outage.started_at, duration=duration,
-                   outage_id=outage.id)
+                   outage_id=outage.id, unknown=unknown)
 
 
 class MessageOutbox:
@@ -93,7 +96,8 @@ class Notifications:
         self._clock = clock
         self._sender = Sender(MessageOutbox(store.outbox), self.notifiers, clock=clock,
                               on_outcome=on_outcome)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sending: asyncio.Task[None] | None = None
+        self._reminding: asyncio.Task[None] | None = None
         self._location = config.location
         self._targets: dict[str, Target] = {}
 
@@ -103,29 +107,46 @@ class Notifications:
     def pending(self) -> int:
         return self._store.outbox.pending()
 
+    async def __aenter__(self) -> Notifications:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._sender.run(), name="monitor-sender"),
-                       asyncio.create_task(self._remind_forever(), name="monitor-reminders")]
+        """Start the sender and the reminders (once: a second start does nothing)."""
+        if self._sending is not None:
+            return
+        self._sending = asyncio.create_task(self._sender.run(), name="monitor-sender")
+        self._reminding = asyncio.create_task(guarded_loop(
+            "reminders", self.remind, REMINDER_CHECK, first=REMINDER_CHECK,
+            quiet=(StoreError,), logger=log), name="monitor-reminders")
         self._sender.wake()  # deliver what a previous run left undelivered
 
     async def stop(self) -> None:
-        self._tasks[1].cancel()
+        """Stop the reminders, then let the sender finish what is in flight (its grace
+        period). Safe in any state: never started, or stopped twice."""
+        reminding, self._reminding = self._reminding, None
+        await cancel(reminding)
         await self._sender.stop()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        sending, self._sending = self._sending, None
+        await cancel(sending)  # it has ended by now (or never ran): this only reaps it
 
     def in_maintenance(self, target: str, at: float) -> bool:
         return in_maintenance(self.windows, target, at)
 
-    def for_transition(self, target: Target, tr: Transition,
+    def for_transition(self, target: Target, tr: Transition, spent: OutageTime | None = None,
                        ) -> Callable[[Outage], list[Notification]]:
-        """The outbox rows `store.apply_transition` writes with the outage change."""
+        """The outbox rows `store.apply_transition` writes with the outage change; `spent`:
+        the known and unknown time of the outage a recovery closes."""
         kind = "down" if tr.state is State.DOWN else "up"
         url = public_url(target.url)
 
         def rows(outage: Outage) -> list[Notification]:
             if outage.maintenance or not target.notifiers:
                 return []
-            payload = outage_message(outage, kind, url).to_dict()
+            payload = outage_message(outage, kind, url, spent=spent).to_dict()
             return [Notification(n, payload["key"], payload, outage.id) for n in target.notifiers]
 
         return rows
@@ -133,20 +154,12 @@ class Notifications:
     def wake(self) -> None:
         self._sender.wake()
 
-    async def _remind_forever(self) -> None:
-        while True:
-            await asyncio.sleep(REMINDER_CHECK)
-            try:
-                await self.remind()
-            except Exception:  # a reminder must never stop the daemon
-                log.exception("reminders failed")
-
     async def remind(self) -> None:
         """Enqueue a reminder per notifier with `repeat` for each outage down that long."""
         if not self.repeats:
             return
         now = self._clock()
-        rows = []
+        due: list[tuple[Outage, Target, str, int]] = []
         for outage in await self._store.open_outages(self._location):
             target = self._targets.get(outage.target)
             if target is None or outage.maintenance or self.in_maintenance(target.name, now):
@@ -156,9 +169,15 @@ class Notifications:
                 if period is None or now - outage.started_at < period:
                     continue
                 n = math.floor((now - outage.started_at) / period)  # the n-th reminder
-                payload = outage_message(outage, "reminder", public_url(target.url),
-                                         key=f"{outage.id}:reminder:{n}", now=now).to_dict()
-                rows.append(Notification(name, payload["key"], payload, outage.id))
+                due.append((outage, target, name, n))
+        if not due:
+            return
+        times = await self._store.outage_times([outage for outage, *_ in due], now)
+        rows = []
+        for (outage, target, name, n), spent in zip(due, times, strict=True):
+            payload = outage_message(outage, "reminder", public_url(target.url),
+                                     key=f"{outage.id}:reminder:{n}", spent=spent).to_dict()
+            rows.append(Notification(name, payload["key"], payload, outage.id))
         if rows and await self._store.enqueue(rows):
             self._sender.wake()
 

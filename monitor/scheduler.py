@@ -23,7 +23,7 @@ A watch task notices when the event loop itself stalls (CPU starvation, a paused
 count a timeout that the stall caused as the monitor's fault, not the site's. Runs look their target
 up by name when they start, so a reload that changes a target takes effect at its next run.
 
-Imports apscheduler and monitor.model only.
+Imports apscheduler, monitor.model and monitor.tasks only.
 """
 
 from __future__ import annotations
@@ -38,18 +38,19 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
-from apscheduler.events import (
+from apscheduler.events import (  # type: ignore[import-untyped]
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
     EVENT_JOB_SUBMITTED,
     JobEvent,
     JobSubmissionEvent,
 )
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
 from monitor.model import Target
+from monitor.tasks import cancel, guarded_loop
 
 log = logging.getLogger("monitor.scheduler")
 
@@ -131,7 +132,10 @@ class Scheduler:
         """Schedule the first set of targets, spread evenly over each interval."""
         targets = list(targets)
         self._scheduler.start()
-        self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
+        self._asked = time.monotonic()
+        self._watch = asyncio.get_running_loop().create_task(guarded_loop(
+            "stall watch", self._watch_step, WATCH_STEP, first=WATCH_STEP, logger=log),
+            name="monitor-stall-watch")
         now = self._clock()
         by_interval: dict[float, list[Target]] = {}
         for target in targets:
@@ -176,16 +180,20 @@ class Scheduler:
         job = self._scheduler.get_job(iv.job_id(slot))
         if job is None or job.next_run_time is None:
             return None
-        return job.next_run_time.timestamp() + iv.members[slot][name] - slot * iv.length
+        return float(job.next_run_time.timestamp()) + iv.members[slot][name] - slot * iv.length
+
+    async def __aenter__(self) -> Scheduler:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop scheduling and cancel probes in flight."""
+        """Stop scheduling and cancel probes in flight. Safe in any state: never started,
+        or shut down twice."""
         self._stopping = True
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        watch, self._watch = self._watch, None
+        await cancel(watch)
         if self._scheduler.running:
             # A slot job submitted but not started would be cancelled before it runs, which
             # APScheduler logs as an error: let it start (and return at once) first.
@@ -214,20 +222,19 @@ class Scheduler:
         return sum(max(0.0, min(until, start + length) - max(since, start))
                    for start, length in stalls)
 
-    async def _watch_loop(self) -> None:
-        while True:
-            self._asked = time.monotonic()
-            await asyncio.sleep(WATCH_STEP)
-            late = time.monotonic() - self._asked - WATCH_STEP
-            now = self._clock()
-            if late >= STALL:
-                self._stalls.append((now - late, late))
-                if now - self._stall_logged >= EPISODE_QUIET:
-                    self._stall_logged = now
-                    log.warning("event loop stalled for %.1fs (CPU starvation or a paused "
-                                "process): timeouts during it count as unknown", late)
-            while self._stalls and self._stalls[0][0] < now - STALLS_KEPT:
-                self._stalls.popleft()
+    async def _watch_step(self) -> None:
+        """One look at the event loop's timeliness (every WATCH_STEP seconds)."""
+        late = time.monotonic() - self._asked - WATCH_STEP
+        now = self._clock()
+        if late >= STALL:
+            self._stalls.append((now - late, late))
+            if now - self._stall_logged >= EPISODE_QUIET:
+                self._stall_logged = now
+                log.warning("event loop stalled for %.1fs (CPU starvation or a paused "
+                            "process): timeouts during it count as unknown", late)
+        while self._stalls and self._stalls[0][0] < now - STALLS_KEPT:
+            self._stalls.popleft()
+        self._asked = time.monotonic()
 
     # --- schedule bookkeeping -----------------------------------------------------------
 

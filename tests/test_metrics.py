@@ -1,4 +1,4 @@
-"""The metrics collector renders the DESIGN.md contract and removes series of removed targets."""
+"""The metrics collector renders the docs/design.md contract and removes series of removed targets."""
 
 from __future__ import annotations
 
@@ -316,3 +316,36 @@ async def test_a_result_of_the_monitors_own_fault_is_counted_and_nothing_else() 
     assert reg.get_sample_value("monitor_http_status_code", labels) == 200
     assert reg.get_sample_value("monitor_probe_duration_seconds_count", labels) == 1
     assert reg.get_sample_value("monitor_probes_total", {**labels, "result": "local"}) == 2
+
+
+async def test_both_renderings_are_the_same_text_and_describe_names_every_family() -> None:
+    """One family table feeds collect() and exposition(): the same families in the same
+    order, with the same HELP, TYPE and samples in order (generate_latest sorts labels, the
+    streamed text keeps target and location first); describe() names the table's
+    families, so a second Metrics for the same location on one registry is refused."""
+    metrics, reg = make(per_target_histogram=True, store_errors=lambda: {"locked": 3})
+    metrics.observe(ok("rt"))
+    metrics.observe(ProbeResult("duma", 1000.0, 0.1, False, Failure.TLS, "bad cert",
+                                cert_expiry=2e9))
+    metrics.set_state("rt", State.DOWN, 990.0)
+    metrics.set_state("duma", State.UP, 995.0)
+    metrics.set_open_outage("rt", Outage(1, "rt", "here", 990.0, None, Failure.HTTP, "503", 2))
+    metrics.outage_opened("rt")
+    metrics.set_uptime("rt", "7d", 0.5)
+    streamed = b"".join([chunk async for chunk in metrics.exposition(chunk=1)])
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def families(text: bytes) -> list[tuple[str, str, str, list[tuple[str, object, float]]]]:
+        return [(f.name, f.type, f.documentation,
+                 [(s.name, sorted(s.labels.items()), s.value) for s in f.samples])
+                for f in text_string_to_metric_families(text.decode())]
+
+    assert families(streamed) == families(generate_latest(reg))
+
+    described = {m.name for m in metrics.describe()}
+    collected = {m.name for m in metrics.collect()}
+    assert collected == described  # every family has a sample here
+    assert {"monitor_store_errors", "monitor_probe_duration_seconds", "monitor_outage_info",
+            "monitor_scheduler_lateness_seconds"} <= described
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Metrics("here", reg)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from daemon import Daemon
@@ -233,3 +234,34 @@ async def test_notify_test_reports_success_and_the_exact_error(tmp_path: Path) -
     assert ok.returncode == 0 and ok.stdout.startswith("OK telegram"), ok
     assert bad.returncode == 1 and "401" in bad.stdout and "Unauthorized" in bad.stdout, bad
     assert TOKEN not in bad.stdout + bad.stderr
+
+
+async def test_up_message_counts_known_time_and_says_the_unknown_part(tmp_path: Path) -> None:
+    """The monitor is stopped for a while during an outage: the "up" message's duration is
+    the time it saw the site down, and the stopped time is named apart, not added to it."""
+    receiver = await Receiver().start()
+    smtp = await SmtpReceiver().start()
+    gap = 3.0
+    try:
+        async with HttpServer() as site:
+            config = write_config(tmp_path / "monitor.yaml", site.url("/ok"), receiver, smtp,
+                                  notifiers="[hook]")
+            site.status = 503
+            async with Daemon(config, env=SECRETS) as daemon:
+                await daemon.wait_for_log(r"site DOWN from lab")
+                await receiver.wait_delivered(1)
+            # Time the monitor does not watch: the whole point of the test, not a wait.
+            await asyncio.sleep(gap)
+            site.status = 200
+            async with Daemon(config, env=SECRETS) as daemon:
+                await daemon.wait_for_log(r"site UP from lab since")
+                await receiver.wait_delivered(2)
+            seen_up = time.time()
+    finally:
+        await receiver.close()
+        await smtp.close()
+    down, up = (json.loads(r.text) for r in receiver.delivered)
+    assert (down["kind"], up["kind"]) == ("down", "up")
+    wall = seen_up - up["since_ts"]  # at least the outage's wall-clock length
+    assert 0 < up["duration"] <= wall - gap, (up["duration"], wall)
+    assert "unknown: the monitor was not watching" in up["text"], up["text"]

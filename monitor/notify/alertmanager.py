@@ -56,12 +56,12 @@ class AlertmanagerNotifier(Channel):
             "location": message.location,
             "severity": "info" if test else self.severity,
         }
-        if message.kind == "up":
-            ends = message.since + (message.duration or 0.0)
+        if message.kind == "up":  # the wall-clock end: known and unknown time
+            ends = message.since + (message.duration or 0.0) + (message.unknown or 0.0)
         elif test:
             ends = message.since + TEST_HOLD
         else:  # down, reminder: hold it firing; the recovery ends it
-            ends = message.since + (message.duration or 0.0) + self.hold
+            ends = message.since + (message.duration or 0.0) + (message.unknown or 0.0) + self.hold
         alert: dict[str, Any] = {
             "labels": labels,
             "annotations": {

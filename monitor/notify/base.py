@@ -45,6 +45,9 @@ class Message:
     since: float  # POSIX time the outage started (for "test": when the test was made)
     duration: float | None  # "up": length of the outage; "reminder": down for so far
     outage_id: int | None
+    # Of the outage so far, seconds the monitor did not watch (not running, or offline):
+    # `duration` counts only the known time, as the history does.
+    unknown: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping, for storing the message in the outbox."""

@@ -49,6 +49,13 @@ def format_duration(seconds: float | None) -> str:
     return "unknown" if seconds is None else human_duration(seconds)
 
 
+def unknown_part(seconds: float | None) -> str:
+    """What a duration leaves out: the time the monitor did not watch, if any."""
+    if seconds is None or seconds < 1:
+        return ""
+    return f" (plus {human_duration(seconds)} unknown: the monitor was not watching)"
+
+
 def format_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -76,7 +83,7 @@ def variables(message: Message) -> dict[str, str]:
         "cause": message.cause or "unknown",
         "error": one_line(message.error) or "no message",
         "since": format_time(message.since),
-        "duration": format_duration(message.duration),
+        "duration": format_duration(message.duration) + unknown_part(message.unknown),
         "url": message.url,
         "kind": message.kind,
     }
