@@ -1,4 +1,4 @@
-"""The metrics collector renders the docs/design.md contract and removes series of removed targets."""
+"""The metrics collector renders the contract of docs/design.md and drops removed targets."""
 
 from __future__ import annotations
 
