@@ -56,6 +56,8 @@ METRIC_CONTRACT: frozenset[str] = frozenset({
     "monitor_store_errors_total",
     "monitor_notification_queue",
     "monitor_config_last_reload_success_timestamp_seconds",
+    "monitor_offline",
+    "monitor_probes_in_flight",
 })
 
 # What a running Prometheus should see for each variable: `.+` matches every value of a
