@@ -21,7 +21,14 @@ from prometheus_client import CollectorRegistry
 
 from monitor.config import Config, ConfigError, load_config
 from monitor.connectivity import Change, Connectivity
-from monitor.limits import AcceptErrors, probe_slots, raise_nofile_limit, serve, server_slots
+from monitor.limits import (
+    AcceptErrors,
+    BadRequests,
+    probe_slots,
+    raise_nofile_limit,
+    serve,
+    server_slots,
+)
 from monitor.metrics import UPTIME_WINDOWS, Metrics, public_url
 from monitor.model import (
     Failure,
@@ -446,6 +453,10 @@ async def running_monitor(
         loop = asyncio.get_running_loop()
         stack.callback(loop.set_exception_handler, loop.get_exception_handler())
         loop.set_exception_handler(AcceptErrors())
+        # Anyone who can connect could otherwise write a traceback per malformed request.
+        bad_requests, server_log = BadRequests(), logging.getLogger("aiohttp.server")
+        server_log.addFilter(bad_requests)
+        stack.callback(server_log.removeFilter, bad_requests)
         monitor = Monitor(config, store, shard=shard, uptime_refresh=uptime_refresh,
                           prune_interval=prune_interval, max_in_flight=in_flight)
         host = listen or config.server.listen

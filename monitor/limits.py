@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 log = logging.getLogger("monitor.limits")
 
@@ -162,6 +163,29 @@ class AcceptErrors:
             self._counter(f" ({context.get('exception')})")
             return
         loop.default_exception_handler(context)
+
+
+class BadRequests(logging.Filter):
+    """A filter for aiohttp's server logger: a malformed request (one traceback each, from
+    whoever can connect) becomes a count, said in one line at most every LOG_EVERY seconds.
+
+    The client already got its 400; everything else the logger says passes unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._counter = _Every("server: %d malformed requests refused with 400%s")
+
+    @property
+    def total(self) -> int:
+        return self._counter.total
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, BadHttpMessage):
+            return True
+        reason = " ".join(str(error.message).split())[:120]
+        self._counter(f" (last: {reason!r})")
+        return False
 
 
 async def serve(runner: web.AppRunner, host: str, port: int, limit: int) -> asyncio.Server:

@@ -121,3 +121,29 @@ async def test_accept_errors_are_counted_not_logged_one_by_one(
     assert lines == ["server: 1 connections not accepted: out of descriptors "
                      "([Errno 24] Too many open files)"]
     assert handler.total == 1000
+
+
+MALFORMED = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"BLAH\x00\x01 / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: \x00\r\n\r\n",
+)
+
+
+async def test_malformed_requests_get_400_and_one_log_line_not_a_traceback_each(
+        tmp_path: Path) -> None:
+    async with HttpServer() as site, Daemon(config_for(tmp_path, site.url("/ok"))) as daemon:
+        await daemon.wait_for_log(r"site UP from lab")
+        before = len(daemon.lines)
+        for payload in MALFORMED * 20:
+            reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+            writer.write(payload)
+            assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.0 400")
+            writer.close()
+            await writer.wait_closed()
+        await daemon.wait_for_log(r"server: 1 malformed requests refused with 400", after=before)
+        assert await daemon.get_text("/healthz") == "ok\n"  # the daemon still answers
+    said = daemon.lines[before:]
+    assert not [line for line in said if "Traceback" in line or "aiohttp.server" in line]
+    assert len([line for line in said if "malformed requests" in line]) == 1  # not 60
