@@ -67,8 +67,7 @@ def check_url(url: str) -> str:
     """The kind of `url`, after checking the URL is complete for it; else ValueError."""
     kind = kind_of(url)
     if kind is None:
-        raise ValueError("must be a URL of a known kind: http://, https://, tcp://host:port, "
-                         "tls://host:port, dns://server/name?type=A or icmp://host")
+        raise ValueError("must be an http://, https://, tcp://, tls://, dns:// or icmp:// URL")
     _CHECKS[kind](url)
     return kind
 

@@ -145,4 +145,7 @@ def display_url(url: str) -> str:
         f"{pair.partition('=')[0]}={MASK}" if "=" in pair else pair
         for pair in parts.query.split("&")
     ) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    shown = urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    if not netloc and url.startswith(f"{parts.scheme}://"):  # dns:///name keeps its slashes
+        shown = f"{parts.scheme}://{shown.removeprefix(parts.scheme + ':')}"
+    return shown
