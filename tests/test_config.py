@@ -156,7 +156,8 @@ def test_secret_values_never_appear_in_messages() -> None:
     text = "targets: [{name: a, url: '${URL}', interval: '${EVERY}'}]\n"
     errors = errors_of(text, {"URL": "ftp://user:hunter2@x/", "EVERY": "hunter2"})
     assert errors == [
-        "c.yaml:1: targets[0].url: must be an http://, https://, tcp://, tls://, dns:// or icmp:// URL, got '${URL}'",
+        "c.yaml:1: targets[0].url: must be an http://, https://, tcp://, tls://, dns:// or "
+        "icmp:// URL, got '${URL}'",
         "c.yaml:1: targets[0].interval: must be a duration like 10s, got '${EVERY}'",
     ]
 

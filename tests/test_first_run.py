@@ -119,8 +119,8 @@ async def test_validate_prints_the_count_on_its_own_line(tmp_path: Path) -> None
     result = await monitor("validate", str(bad))
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
-        f"{bad}:2: targets[0].url: must be an http://, https://, tcp://, tls://, dns:// or icmp:// URL, got "
-        "'ftp://x/'",
+        f"{bad}:2: targets[0].url: must be an http://, https://, tcp://, tls://, dns:// or "
+        "icmp:// URL, got 'ftp://x/'",
         f"{bad}:3: targets[1].interval: must be a duration like 10s, got 'soon'",
         "2 errors in the configuration",
     ]
