@@ -65,7 +65,8 @@ class _Listener:
 
 
 class LineServer(_Listener):
-    """mode "banner": sends `banner` at once; "echo": echoes each line; "silent": nothing."""
+    """mode "banner": sends `banner` at once; "close": sends it and closes; "echo": echoes
+    what it reads; "silent": nothing."""
 
     def __init__(self, mode: str = "echo", *, banner: bytes = b"",
                  ssl_context: ssl.SSLContext | None = None) -> None:
@@ -75,9 +76,11 @@ class LineServer(_Listener):
         self.received = bytearray()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.mode == "banner":
+        if self.mode in ("banner", "close"):
             writer.write(self.banner)
             await writer.drain()
+            if self.mode == "close":
+                return
         while data := await reader.read(4096):
             self.received += data
             if self.mode == "echo":
