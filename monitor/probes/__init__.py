@@ -74,7 +74,10 @@ def check_url(url: str) -> str:
 
 def secrets_of(target: Target) -> tuple[str, ...]:
     """Everything of a target a message must not show: its request's secrets and the proxy's."""
-    secrets = target_secrets(target.url, target.headers, target.body)
+    url = target.url
+    if target.kind == "dns":  # ?type=AAAA is no secret, and masking it garbles messages
+        url = url.partition("?")[0]
+    secrets = target_secrets(url, target.headers, target.body)
     if target.proxy:
         secrets += target_secrets(target.proxy)
     return secrets

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
 import dns.message
@@ -119,9 +121,19 @@ async def probe_dns(
                 server = (await (resolver or shared_resolver()).lookup(query.server))[0]
             timer.enter("processing")
             request = dns.message.make_query(query.name, query.rdtype)
-            response, _ = await dns.asyncquery.udp_with_fallback(
-                request, server, port=query.port, source=target.source_address,
-                timeout=target.timeout)
+            # A connected UDP socket: a closed port's ICMP "port unreachable" reaches the
+            # probe as ConnectionRefusedError at once, instead of a timeout.
+            family = socket.AF_INET6 if ":" in server else socket.AF_INET
+            udp = await dns.asyncbackend.get_default_backend().make_socket(  # type: ignore[no-untyped-call]
+                family, socket.SOCK_DGRAM,
+                source=(target.source_address, 0) if target.source_address else None,
+                destination=(server, query.port))
+            try:
+                response, _ = await dns.asyncquery.udp_with_fallback(
+                    request, server, port=query.port, source=target.source_address,
+                    timeout=target.timeout, udp_sock=udp)
+            finally:
+                await udp.close()
             timer.enter(None)
             failure, message = _judge(target, query, response)
     except TimeoutError:
@@ -156,8 +168,8 @@ def _judge(target: Target, query: DnsQuery, response: dns.message.Message
         return Failure.DNS, f"DNS {rcode} for {query.name} {query.rdtype}, expected " + (
             " or ".join(target.expect_rcode))
     wanted = dns.rdatatype.from_text(query.rdtype)
-    lines = [rdata.to_text() for rrset in response.answer if rrset.rdtype == wanted
-             for rdata in rrset]
+    lines = sorted(rdata.to_text() for rrset in response.answer if rrset.rdtype == wanted
+                   for rdata in rrset)  # an RRset has no order: sorted, messages are stable
     if rcode == "NOERROR" and not lines:
         return Failure.DNS, f"no {query.rdtype} record for {query.name} (empty answer)"
     text = "\n".join(lines)
