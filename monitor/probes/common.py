@@ -45,14 +45,14 @@ def endpoint(url: str, scheme: str, *, port: str = "required") -> tuple[Endpoint
         parts = urlsplit(url)
         given = parts.port
     except ValueError:
-        raise ValueError(f"must be a {scheme}:// URL with a valid host and port") from None
+        raise ValueError(f"must be a URL like {scheme}://host:port with a valid port") from None
     if parts.scheme != scheme or not parts.hostname or any(c.isspace() for c in url):
-        raise ValueError(f"must be a {scheme}://host URL")
+        raise ValueError(f"must be a URL like {scheme}://host")
     if parts.username is not None or parts.password is not None:
-        raise ValueError(f"a {scheme}:// URL takes no user or password")
+        raise ValueError(f"{scheme}:// URLs take no user or password")
     if port == "none":
         if given is not None:
-            raise ValueError(f"a {scheme}:// URL takes no port")
+            raise ValueError(f"{scheme}:// URLs take no port")
         return Endpoint(parts.hostname, None), parts
     if given is None and port == "required":
         raise ValueError(f"must give a port: {scheme}://host:port")
@@ -64,7 +64,7 @@ def endpoint(url: str, scheme: str, *, port: str = "required") -> tuple[Endpoint
 def no_path(parts: SplitResult, scheme: str) -> None:
     """A tcp/tls/icmp URL is host and port only."""
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"a {scheme}:// URL has no path, query or fragment")
+        raise ValueError(f"{scheme}:// URLs have no path, query or fragment")
 
 
 def is_ip(host: str) -> bool:
