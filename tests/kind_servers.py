@@ -184,6 +184,7 @@ class _Proxy(_Listener):
         self.password = password
         self.tunnels: list[tuple[str, int]] = []  # where each accepted tunnel led
         self.refuse_target = False  # report every target as refusing the connection
+        self.reject_with: bytes | None = None  # ConnectProxy: this status line, no tunnel
 
     async def open(self, host: str, port: int
                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
@@ -206,6 +207,10 @@ class ConnectProxy(_Proxy):
         method, authority, _ = lines[0].split(" ", 2)
         headers = {k.strip().lower(): v.strip() for k, _, v in
                    (line.partition(":") for line in lines[1:] if line)}
+        if self.reject_with is not None:
+            writer.write(self.reject_with + b"\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            return
         if method != "CONNECT":
             writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
             return

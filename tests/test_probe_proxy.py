@@ -1,0 +1,148 @@
+"""http(s) probes through real HTTP CONNECT and SOCKS5 proxies on 127.0.0.1, with
+credentials; a proxy that is down or refuses us is class `proxy` (unknown), a target the
+proxy cannot reach is `connect`; credentials never show; the daemon wiring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon import Daemon, sample
+from kind_servers import ConnectProxy, Socks5Proxy, refusing_port
+from servers import Certs, HttpServer
+
+from monitor.model import Failure, Target
+from monitor.probes import run_probe
+from monitor.probes.http import new_ssl_context, probe_http
+
+USER, PASSWORD = "probe", "s3cret-pass"
+
+
+def target(url: str, proxy: str, **options: Any) -> Target:
+    return Target(name="t", url=url, proxy=proxy, **{"timeout": 3.0, **options})
+
+
+@pytest.fixture(params=["http", "socks5"])
+async def proxy(request: pytest.FixtureRequest) -> Any:
+    kind = ConnectProxy if request.param == "http" else Socks5Proxy
+    async with kind(USER, PASSWORD) as server:
+        server.scheme = request.param
+        yield server
+
+
+def url_of(proxy: Any, user: str = USER, password: str = PASSWORD) -> str:
+    return f"{proxy.scheme}://{user}:{password}@127.0.0.1:{proxy.port}"
+
+
+async def test_a_probe_goes_through_the_proxy_with_credentials(
+    proxy: Any, http_server: HttpServer
+) -> None:
+    result = await run_probe(target(http_server.url("/ok"), url_of(proxy)))
+    assert result.ok, result.message
+    assert result.status == 200
+    assert proxy.tunnels == [("127.0.0.1", http_server.port)]
+    assert result.phases["resolve"] == 0.0  # the proxy resolves the target's name
+    assert result.phases["connect"] > 0
+
+
+async def test_https_through_the_proxy_verifies_the_target(proxy: Any, certs: Certs) -> None:
+    context = new_ssl_context()
+    certs.ca.configure_trust(context)
+    async with HttpServer(ssl_context=certs.server_context(certs.good)) as web, \
+            HttpServer(ssl_context=certs.server_context(certs.wrong_host)) as wrong:
+        good = await probe_http(target(web.url("/ok"), url_of(proxy)), ssl_context=context)
+        bad = await probe_http(target(wrong.url("/ok"), url_of(proxy)), ssl_context=context)
+    assert good.ok, good.message
+    assert good.phases["tls"] > 0 and good.cert_expiry is not None
+    assert (bad.failure, bad.phase) == (Failure.TLS, "tls")
+
+
+async def test_wrong_credentials_are_the_proxys_failure_not_the_targets(
+    proxy: Any, http_server: HttpServer
+) -> None:
+    result = await run_probe(target(http_server.url("/ok"), url_of(proxy, password="wrong-pw")))
+    assert (result.failure, result.message) == (Failure.PROXY, "proxy: credentials refused")
+    assert result.unknown  # says nothing of the target: no outage
+    assert proxy.tunnels == []
+
+
+async def test_a_proxy_that_is_down_is_the_proxys_failure(http_server: HttpServer) -> None:
+    sock, port = refusing_port()
+    with sock:
+        for scheme in ("http", "socks5"):
+            result = await run_probe(target(http_server.url("/ok"),
+                                            f"{scheme}://{USER}:{PASSWORD}@127.0.0.1:{port}"))
+            assert (result.failure, result.phase) == (Failure.PROXY, "connect")
+            assert result.message == "proxy: cannot connect: Connection refused"
+            assert result.unknown
+
+
+async def test_a_target_the_proxy_cannot_reach_is_connect(proxy: Any) -> None:
+    sock, port = refusing_port()
+    with sock:
+        result = await run_probe(target(f"http://127.0.0.1:{port}/", url_of(proxy)))
+    assert (result.failure, result.phase) == (Failure.CONNECT, "connect")
+    assert not result.unknown
+    expected = {"http": "cannot connect (via proxy): the proxy answered 502",
+                "socks5": "cannot connect (via proxy): Connection refused"}
+    assert result.message == expected[proxy.scheme]
+
+
+async def test_proxy_credentials_never_appear_in_messages(http_server: HttpServer) -> None:
+    async with ConnectProxy(USER, PASSWORD) as proxy:
+        proxy.reject_with = f"HTTP/1.1 403 Forbidden for {USER}:{PASSWORD}".encode()
+        result = await run_probe(target(http_server.url("/ok"),
+                                        f"http://{USER}:{PASSWORD}@127.0.0.1:{proxy.port}"))
+    assert result.failure is Failure.PROXY
+    assert result.message.startswith("proxy: ")
+    assert PASSWORD not in result.message and USER not in result.message
+    assert "***" in result.message
+
+
+async def test_a_redirect_is_followed_through_a_loopback_proxy(
+    proxy: Any, http_server: HttpServer
+) -> None:
+    # The target is on loopback, so the private-address policy lets its redirects stay there.
+    result = await run_probe(target(http_server.url("/redirect?to=/ok"), url_of(proxy)))
+    assert result.ok, result.message
+    assert len(proxy.tunnels) == 2  # one tunnel per hop: connections are never reused
+
+
+async def test_the_daemon_probes_through_a_proxy_and_tells_proxy_from_target(
+    tmp_path: Path, http_server: HttpServer
+) -> None:
+    dead, dead_port = refusing_port()
+    async with ConnectProxy(USER, PASSWORD) as proxy:
+        config = tmp_path / "monitor.yaml"
+        config.write_text(f"""\
+location: lab
+store: {{path: history.db}}
+defaults:
+  interval: 1s
+  timeout: 900ms
+  down_after: 1
+  proxy: http://{USER}:${{PROXY_PASSWORD}}@127.0.0.1:{proxy.port}
+targets:
+  - name: via-proxy
+    url: {http_server.url("/ok")}
+  - name: via-dead-proxy
+    url: {http_server.url("/ok")}
+    proxy: socks5://127.0.0.1:{dead_port}
+""")
+        with dead:
+            async with Daemon(config, env={"PROXY_PASSWORD": PASSWORD}) as daemon:
+                await daemon.wait_for_log(r"via-proxy UP from lab")
+                proxy.refuse_target = True  # the proxy can no longer reach the site
+                down = await daemon.wait_for_log(r"via-proxy DOWN from lab")
+                status, body = await daemon.get_json("/api/v1/outages")
+                metrics = await daemon.metrics()
+    assert "connect: cannot connect (via proxy): the proxy answered 502" in down
+    assert status == 200
+    outages = body["outages"]  # type: ignore[index]
+    # The dead proxy opened no outage on its target: its results are unknown.
+    assert [(o["target"], o["cause"]) for o in outages] == [("via-proxy", "connect")]
+    assert not any("via-dead-proxy DOWN" in line for line in daemon.lines)
+    assert (sample(metrics, "monitor_probes_total", target="via-dead-proxy", result="local")
+            or 0) >= 1
+    assert PASSWORD not in daemon.log()
