@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon import Daemon, sample
 from kind_servers import Zone
 
 from monitor.model import Failure, Target
@@ -124,3 +125,34 @@ def test_a_url_without_server_or_type_defaults_to_the_system_and_a() -> None:
     query = parse_dns_url("dns:///example.test")
     assert (query.server, query.port, query.name, query.rdtype) == (None, 53, "example.test",
                                                                     "A")
+
+
+async def test_the_daemon_records_a_dns_outage_with_its_rcode(zone: Zone, tmp_path: Path
+                                                              ) -> None:
+    config = tmp_path / "monitor.yaml"
+    config.write_text(f"""\
+location: lab
+store: {{path: history.db}}
+targets:
+  - name: www-a
+    url: dns://127.0.0.1:{zone.port}/www.test?type=A
+    interval: 1s
+    timeout: 900ms
+    down_after: 1
+    expect:
+      body_contains: 192.0.2.10
+""")
+    async with Daemon(config) as daemon:
+        await daemon.wait_for_log(r"www-a UP from lab")
+        zone.rcodes["www.test"] = "SERVFAIL"
+        down = await daemon.wait_for_log(r"www-a DOWN from lab")
+        status, body = await daemon.get_json("/api/v1/outages?target=www-a")
+        metrics = await daemon.metrics()
+    assert "dns: DNS SERVFAIL for www.test A, expected NOERROR" in down
+    assert status == 200
+    (outage,) = body["outages"]  # type: ignore[index]
+    assert (outage["cause"], outage["message"]) == (
+        "dns", "DNS SERVFAIL for www.test A, expected NOERROR")
+    assert sample(metrics, "monitor_target_info", target="www-a", kind="dns") == 1
+    assert (sample(metrics, "monitor_probe_phase_seconds", target="www-a",
+                   phase="processing") or 0) > 0

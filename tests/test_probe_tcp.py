@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from daemon import Daemon, sample
 from kind_servers import LineServer, Zone, refusing_port
 from servers import SilentServer
 
@@ -102,3 +104,36 @@ async def test_a_bad_url_is_an_error_result_not_an_exception() -> None:
     assert (result.ok, result.failure) == (False, Failure.ERROR)
     # URLs never appear in messages (the sanitizer), not even the example of the form.
     assert result.message == "invalid URL: must give a port: <url>"
+
+
+async def test_the_daemon_records_a_tcp_outage_with_its_cause(tmp_path: Path) -> None:
+    server = LineServer("silent")
+    await server.__aenter__()
+    port = server.port
+    config = tmp_path / "monitor.yaml"
+    config.write_text(f"""\
+location: lab
+store: {{path: history.db}}
+targets:
+  - name: db
+    url: tcp://127.0.0.1:{port}
+    interval: 1s
+    timeout: 900ms
+    down_after: 1
+""")
+    try:
+        async with Daemon(config) as daemon:
+            await daemon.wait_for_log(r"db UP from lab")
+            metrics = await daemon.metrics()
+            await server.__aexit__(None, None, None)  # the port now refuses connections
+            down = await daemon.wait_for_log(r"db DOWN from lab")
+            status, body = await daemon.get_json("/api/v1/outages?target=db")
+    finally:
+        await server.__aexit__(None, None, None)
+    assert "connect: cannot connect: Connection refused" in down
+    assert status == 200
+    (outage,) = body["outages"]  # type: ignore[index]
+    assert (outage["cause"], outage["message"]) == ("connect", "cannot connect: Connection refused")
+    assert sample(metrics, "monitor_target_info", target="db", kind="tcp") == 1
+    assert (sample(metrics, "monitor_probe_phase_seconds", target="db", phase="connect")
+            or 0) > 0

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import datetime
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
+from daemon import Daemon, sample
 from kind_servers import LineServer
 from servers import Certs, HttpServer, SilentServer
 
@@ -142,3 +144,38 @@ async def test_https_and_tls_report_the_same_expiry(certs: Certs) -> None:
                               ssl_context=certs.client_context())
     assert https.ok and tls.ok
     assert https.cert_expiry == tls.cert_expiry == not_after(certs.good)
+
+
+async def test_the_daemon_fails_a_certificate_under_min_days_left_as_tls(
+    tmp_path: Path, certs: Certs, expiring: trustme.LeafCert
+) -> None:
+    ca = tmp_path / "ca.pem"
+    certs.ca.cert_pem.write_to_path(str(ca))
+    async with LineServer("silent", ssl_context=certs.server_context(expiring)) as server:
+        config = tmp_path / "monitor.yaml"
+        config.write_text(f"""\
+location: lab
+store: {{path: history.db}}
+targets:
+  - name: imaps
+    url: tls://127.0.0.1:{server.port}
+    interval: 1s
+    timeout: 900ms
+    down_after: 1
+    min_days_left: 14
+""")
+        # The daemon trusts the test CA as it would a system CA (OpenSSL's SSL_CERT_FILE).
+        async with Daemon(config, env={"SSL_CERT_FILE": str(ca)}) as daemon:
+            down = await daemon.wait_for_log(r"imaps DOWN from lab")
+            status, body = await daemon.get_json("/api/v1/outages?target=imaps")
+            metrics = await daemon.metrics()
+    assert "tls: certificate expires in 5.0 days (" in down
+    assert status == 200
+    (outage,) = body["outages"]  # type: ignore[index]
+    assert outage["cause"] == "tls"
+    assert outage["message"].endswith("less than min_days_left 14")
+    assert sample(metrics, "monitor_target_info", target="imaps", kind="tls") == 1
+    assert sample(metrics, "monitor_tls_cert_expiry_timestamp_seconds",
+                  target="imaps") == not_after(expiring)
+    assert (sample(metrics, "monitor_probe_phase_seconds", target="imaps", phase="tls")
+            or 0) > 0
