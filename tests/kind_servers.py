@@ -178,6 +178,8 @@ async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 
 class _Proxy(_Listener):
+    scheme = ""  # of its URL: "http" or "socks5"
+
     def __init__(self, user: str | None = None, password: str | None = None) -> None:
         super().__init__()
         self.user = user
@@ -200,6 +202,8 @@ class _Proxy(_Listener):
 
 class ConnectProxy(_Proxy):
     """An HTTP proxy that only tunnels (CONNECT), with Basic credentials if `user` is set."""
+
+    scheme = "http"
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -235,6 +239,8 @@ class ConnectProxy(_Proxy):
 
 class Socks5Proxy(_Proxy):
     """A SOCKS5 proxy (RFC 1928, CONNECT only) with user/password auth (RFC 1929) if set."""
+
+    scheme = "socks5"
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         version, count = await reader.readexactly(2)

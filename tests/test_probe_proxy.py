@@ -27,7 +27,6 @@ def target(url: str, proxy: str, **options: Any) -> Target:
 async def proxy(request: pytest.FixtureRequest) -> Any:
     kind = ConnectProxy if request.param == "http" else Socks5Proxy
     async with kind(USER, PASSWORD) as server:
-        server.scheme = request.param
         yield server
 
 
