@@ -146,4 +146,4 @@ targets:
             or 0) >= 1
     assert PASSWORD not in daemon.log()
     # The history counts proxy failures in a column of their own (schema migration 4).
-    assert not any("cannot write" in line for line in daemon.lines), daemon.log()
+    assert not any("ERROR monitor.store" in line for line in daemon.lines), daemon.log()
