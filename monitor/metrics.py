@@ -76,7 +76,11 @@ def public_url(url: str) -> str:
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    # A dns target's ?type= says what is monitored and is no secret.
+    query = parts.query if parts.scheme == "dns" and re.fullmatch(r"type=\w+", parts.query) else ""
+    if not netloc:  # dns:///name (the system's server): urlunsplit would drop the slashes
+        return f"{parts.scheme}://{parts.path}" + (f"?{query}" if query else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 class _Series:

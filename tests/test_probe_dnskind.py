@@ -153,6 +153,8 @@ targets:
     (outage,) = body["outages"]  # type: ignore[index]
     assert (outage["cause"], outage["message"]) == (
         "dns", "DNS SERVFAIL for www.test A, expected NOERROR")
-    assert sample(metrics, "monitor_target_info", target="www-a", kind="dns") == 1
+    # The record type is part of what is monitored: kept in the url label.
+    assert sample(metrics, "monitor_target_info", target="www-a", kind="dns",
+                  url=f"dns://127.0.0.1:{zone.port}/www.test?type=A") == 1
     assert (sample(metrics, "monitor_probe_phase_seconds", target="www-a",
                    phase="processing") or 0) > 0
