@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from daemon import Daemon, sample
 from kind_servers import LineServer, Zone, refusing_port
 from servers import SilentServer
@@ -13,6 +19,8 @@ from monitor.model import Failure, Target
 from monitor.probes import run_probe
 from monitor.probes.resolve import Resolver
 from monitor.probes.tcp import probe_tcp
+
+TESTS = Path(__file__).resolve().parent
 
 
 def target(url: str, **options: Any) -> Target:
@@ -137,3 +145,15 @@ targets:
     assert sample(metrics, "monitor_target_info", target="db", kind="tcp") == 1
     assert (sample(metrics, "monitor_probe_phase_seconds", target="db", phase="connect")
             or 0) > 0
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("iptables") is None
+                    or os.geteuid() != 0, reason="needs root, unshare and iptables")
+def test_a_port_that_drops_syns_times_out_in_connect() -> None:
+    proc = subprocess.run(["unshare", "--net", sys.executable, str(TESTS / "netns_tcp.py")],
+                          capture_output=True, text=True, timeout=60, cwd=TESTS.parent)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    for kind in ("tcp", "tls"):
+        assert out[kind] == {"failure": "timeout", "phase": "connect",
+                             "message": "timed out after 0.5s during connect"}
