@@ -61,7 +61,7 @@ async def test_wrong_credentials_are_the_proxys_failure_not_the_targets(
     proxy: Any, http_server: HttpServer
 ) -> None:
     result = await run_probe(target(http_server.url("/ok"), url_of(proxy, password="wrong-pw")))
-    assert (result.failure, result.message) == (Failure.PROXY, "proxy: credentials refused")
+    assert (result.failure, result.message) == (Failure.PROXY, "the proxy refused the credentials")
     assert result.unknown  # says nothing of the target: no outage
     assert proxy.tunnels == []
 
@@ -73,7 +73,7 @@ async def test_a_proxy_that_is_down_is_the_proxys_failure(http_server: HttpServe
             result = await run_probe(target(http_server.url("/ok"),
                                             f"{scheme}://{USER}:{PASSWORD}@127.0.0.1:{port}"))
             assert (result.failure, result.phase) == (Failure.PROXY, "connect")
-            assert result.message == "proxy: cannot connect: Connection refused"
+            assert result.message == "cannot connect to the proxy: Connection refused"
             assert result.unknown
 
 
@@ -94,7 +94,7 @@ async def test_proxy_credentials_never_appear_in_messages(http_server: HttpServe
         result = await run_probe(target(http_server.url("/ok"),
                                         f"http://{USER}:{PASSWORD}@127.0.0.1:{proxy.port}"))
     assert result.failure is Failure.PROXY
-    assert result.message.startswith("proxy: ")
+    assert result.message.startswith("the proxy refused: ")
     assert PASSWORD not in result.message and USER not in result.message
     assert "***" in result.message
 

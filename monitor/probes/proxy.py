@@ -9,7 +9,8 @@ own name is looked up by the monitor (`monitor.probes.resolve`: no thread) befor
 probe's clock starts. aiohttp-socks (on python-socks) speaks both protocols.
 
 A failure of the proxy is told apart from a failure of the target:
-- class `proxy` (unknown: no outage opens, see `Failure.PROXY`), message "proxy: ...":
+- class `proxy` (unknown: no outage opens, see `Failure.PROXY`), messages that name the
+  proxy ("cannot connect to the proxy: ...", "the proxy refused the credentials"):
   the proxy cannot be reached, refuses the credentials or the request, or breaks the
   protocol;
 - class `connect`, message "cannot connect (via proxy): ...": the proxy says it could not
@@ -80,7 +81,7 @@ async def proxy_connector(spec: ProxySpec, resolver: Resolver, **kwargs: Any
     try:
         address = (await resolver.lookup(spec.host))[0]
     except OSError as exc:
-        raise ProxyUnreachable(f"proxy: DNS lookup of the proxy failed: {_reason(exc)}"
+        raise ProxyUnreachable(f"DNS lookup of the proxy failed: {_reason(exc)}"
                                ) from None
     kind = python_socks.ProxyType.SOCKS5 if spec.scheme == "socks5" else \
         python_socks.ProxyType.HTTP
@@ -102,7 +103,7 @@ def classify_proxy_error(exc: BaseException, spec: ProxySpec) -> tuple[Failure, 
         if isinstance(inner, OSError) and inner.errno in LOCAL_ERRNOS:
             return Failure.LOCAL, f"monitor out of resources: {_reason(inner)}"
         reason = _reason(inner) if isinstance(inner, OSError) else "connection failed"
-        return Failure.PROXY, f"proxy: cannot connect: {reason}"
+        return Failure.PROXY, f"cannot connect to the proxy: {reason}"
     if isinstance(exc, aiohttp_socks.ProxyTimeoutError):
         return Failure.TIMEOUT, "timed out during connect (through the proxy)"
     if isinstance(exc, aiohttp_socks.ProxyError):
@@ -113,8 +114,8 @@ def classify_proxy_error(exc: BaseException, spec: ProxySpec) -> tuple[Failure, 
             return Failure.CONNECT, f"cannot connect (via proxy): the proxy answered {code}"
         text = _proxy_words(str(exc))
         if code == 407 or "auth" in text.lower():
-            return Failure.PROXY, "proxy: credentials refused"
-        return Failure.PROXY, f"proxy: {text}"
+            return Failure.PROXY, "the proxy refused the credentials"
+        return Failure.PROXY, f"the proxy refused: {text}"
     return None
 
 
