@@ -1221,14 +1221,14 @@ class _Parser:
         return value
 
     def share_lost(self, node: Node, path: str) -> float:
-        """A share of packets as a percentage: 20% (or 20)."""
+        """A share of packets as a percentage, with its sign: 20% (a bare 0.2 is ambiguous)."""
         text = self.text(node, path).strip() if isinstance(node, ScalarNode) else ""
         try:
-            value = float(text.removesuffix("%"))
+            value = float(text.removesuffix("%")) if text.endswith("%") else math.nan
         except ValueError:
             value = math.nan
         if not 0 <= value <= 100:
-            raise _Invalid(f"must be a percentage from 0% to 100%, got {_got(node)}")
+            raise _Invalid(f"must be a percentage from 0% to 100% like 20%, got {_got(node)}")
         return value / 100
 
     def proxy(self, node: Node, path: str) -> str | None:
