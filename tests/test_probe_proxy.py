@@ -4,6 +4,7 @@ proxy cannot reach is `connect`; credentials never show; the daemon wiring."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -135,15 +136,48 @@ targets:
                 proxy.refuse_target = True  # the proxy can no longer reach the site
                 down = await daemon.wait_for_log(r"via-proxy DOWN from lab")
                 status, body = await daemon.get_json("/api/v1/outages")
-                metrics = await daemon.metrics()
+                for _ in range(100):  # poll, bounded (about 5 s): a third dead-proxy probe
+                    metrics = await daemon.metrics()
+                    if (sample(metrics, "monitor_probes_total", target="via-dead-proxy",
+                               result="local") or 0) >= 3:
+                        break
+                    await asyncio.sleep(0.05)
     assert "connect: cannot connect (via proxy): the proxy answered 502" in down
     assert status == 200
     outages = body["outages"]  # type: ignore[index]
     # The dead proxy opened no outage on its target: its results are unknown.
     assert [(o["target"], o["cause"]) for o in outages] == [("via-proxy", "connect")]
     assert not any("via-dead-proxy DOWN" in line for line in daemon.lines)
+    # ... but the log says, once (not for each of its probes), that its proxy failed.
+    said = [line for line in daemon.lines if "via-dead-proxy: its proxy failed" in line]
+    assert len(said) == 1, daemon.log()
+    assert said[0].endswith("via-dead-proxy: its proxy failed (cannot connect to the proxy: "
+                            "Connection refused); results are unknown until it works")
     assert (sample(metrics, "monitor_probes_total", target="via-dead-proxy", result="local")
-            or 0) >= 1
+            or 0) >= 3
     assert PASSWORD not in daemon.log()
     # The history counts proxy failures in a column of their own (schema migration 4).
     assert not any("ERROR monitor.store" in line for line in daemon.lines), daemon.log()
+
+
+def test_the_log_says_once_when_a_proxy_fails_and_once_when_it_works_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from monitor.model import ProbeResult
+    from monitor.proxies import ProxyLog
+
+    def result(failure: Failure | None) -> ProbeResult:
+        return ProbeResult(target="site", started_at=0.0, duration=0.1, ok=failure is None,
+                           failure=failure, message="cannot connect to the proxy: x"
+                           if failure is Failure.PROXY else "")
+
+    proxies = ProxyLog()
+    caplog.set_level("WARNING", logger="monitor")
+    for failure in (None, Failure.PROXY, Failure.PROXY, Failure.LOCAL, Failure.PROXY, None,
+                    None, Failure.CONNECT):
+        proxies.observe(result(failure))
+    assert [r.getMessage() for r in caplog.records] == [
+        "site: its proxy failed (cannot connect to the proxy: x); results are unknown until "
+        "it works",
+        "site: its proxy works again",
+    ]
