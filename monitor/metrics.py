@@ -35,7 +35,8 @@ from prometheus_client.utils import floatToGoString
 
 from monitor.model import PHASES, Failure, Outage, ProbeResult, State, Target
 
-RESULTS: tuple[str, ...] = ("ok", *(f.value for f in Failure))
+# An unknown result (the monitor's own fault, or its proxy's) counts as `local`.
+RESULTS: tuple[str, ...] = ("ok", *(f.value for f in Failure if f is not Failure.PROXY))
 UPTIME_WINDOWS: dict[str, float] = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0,
                                     "365d": 365 * 86400.0}
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -155,6 +155,9 @@ targets:
                             "Connection refused); results are unknown until it works")
     assert (sample(metrics, "monitor_probes_total", target="via-dead-proxy", result="local")
             or 0) >= 3
+    # Counted as `local` (unknown), with no `proxy` series that would stay 0 forever.
+    assert sample(metrics, "monitor_probes_total", target="via-dead-proxy", result="proxy") \
+        is None
     assert PASSWORD not in daemon.log()
     # The history counts proxy failures in a column of their own (schema migration 4).
     assert not any("ERROR monitor.store" in line for line in daemon.lines), daemon.log()
