@@ -184,3 +184,27 @@ def test_the_log_says_once_when_a_proxy_fails_and_once_when_it_works_again(
         "it works",
         "site: its proxy works again",
     ]
+
+
+async def test_the_proxys_name_is_looked_up_by_the_monitor(http_server: HttpServer) -> None:
+    from kind_servers import Zone
+
+    from monitor.probes.resolve import Resolver
+
+    async with ConnectProxy() as proxy, Zone({("proxy.test", "A"): ["127.0.0.1"]},
+                                             slow=frozenset({"slow-proxy.test"}),
+                                             delay=5.0) as zone:
+        resolver = Resolver([("127.0.0.1", zone.port)])
+        named = await probe_http(target(http_server.url("/ok"),
+                                        f"http://proxy.test:{proxy.port}"), resolver=resolver)
+        missing = await probe_http(target(http_server.url("/ok"),
+                                          f"http://nosuch.test:{proxy.port}"), resolver=resolver)
+        slow = await probe_http(target(http_server.url("/ok"),
+                                       f"http://slow-proxy.test:{proxy.port}", timeout=0.5),
+                                resolver=resolver)
+    assert named.ok, named.message
+    assert proxy.tunnels == [("127.0.0.1", http_server.port)]
+    assert (missing.failure, missing.message) == (
+        Failure.PROXY, "DNS lookup of the proxy failed: no such name")
+    assert (slow.failure, slow.message) == (
+        Failure.PROXY, "DNS lookup of the proxy timed out after 0.5s")

@@ -24,9 +24,13 @@ Redirects are followed here, hop by hop, not by aiohttp (`Target.redirects`):
   addresses the connection will use (the resolver returns only allowed ones), so a DNS name
   pointing inside cannot slip through.
 
+Through a proxy (`Target.proxy`) the connections go through `monitor.probes.proxy`'s
+connector, whose errors are classified there first (class `proxy` for the proxy's own).
+
 Messages go through `monitor.probes.sanitize.clean()`: no URL, no credential, no echo.
 
-Imports: stdlib, aiohttp, yarl, monitor.model, monitor.probes.resolve, monitor.probes.sanitize.
+Imports: stdlib, aiohttp, yarl, monitor.model, monitor.probes.proxy, monitor.probes.resolve,
+monitor.probes.sanitize.
 """
 
 from __future__ import annotations
@@ -402,10 +406,9 @@ async def probe_http(
     try:
         connector = None
         if target.proxy is not None:  # its name is looked up here, before the clock starts
-            proxy = parse_proxy_url(target.proxy)
-            async with asyncio.timeout(target.timeout):
-                connector = await proxy_connector(proxy, resolver or _shared_resolver(),
-                                                  **_connector_options(target, ssl_context))
+            connector = await proxy_connector(
+                parse_proxy_url(target.proxy), resolver or _shared_resolver(), target.timeout,
+                **_connector_options(target, ssl_context))
         session, probe_resolver = _session(target, ssl_context, resolver, connector)
     except Exception as exc:  # setup failed: the monitor's fault or an unusable option
         session = None

@@ -22,6 +22,7 @@ Imports: stdlib, aiohttp, aiohttp-socks, python-socks, monitor.model, monitor.pr
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import ssl
@@ -75,11 +76,16 @@ def parse_proxy_url(url: str) -> ProxySpec:
                      parts.hostname, port, username, password)
 
 
-async def proxy_connector(spec: ProxySpec, resolver: Resolver, **kwargs: Any
+async def proxy_connector(spec: ProxySpec, resolver: Resolver, limit: float, **kwargs: Any
                           ) -> aiohttp_socks.ProxyConnector:
-    """A connector whose connections go through the proxy (its name looked up here)."""
+    """A connector whose connections go through the proxy (its name looked up here, within
+    `limit` seconds)."""
     try:
-        address = (await resolver.lookup(spec.host))[0]
+        async with asyncio.timeout(limit):
+            address = (await resolver.lookup(spec.host))[0]
+    except TimeoutError:
+        raise ProxyUnreachable(f"DNS lookup of the proxy timed out after {limit:g}s"
+                               ) from None
     except OSError as exc:
         raise ProxyUnreachable(f"DNS lookup of the proxy failed: {_reason(exc)}"
                                ) from None
