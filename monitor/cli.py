@@ -424,21 +424,30 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def starter_url(text: str) -> str:
-    """An http(s) URL from what the user typed: a bare host name means https://HOST/."""
+    """A URL from what the user typed: a bare host name means https://HOST/; tcp://, tls://,
+    dns:// and icmp:// URLs are taken as they are."""
+    from monitor.probes import check_url
+
     url = text.strip()
     if "://" not in url:
         url = f"https://{url}"
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{text!r} is not an http:// or https:// URL")
-    return url if parts.path else f"{url}/"
+    try:
+        kind = check_url(url)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    if kind != "http":
+        return url
+    return url if urlsplit(url).path else f"{url}/"
 
 
 def starter_config(urls: Sequence[str], interval: float, now: float) -> str:
     """A commented config watching `urls`; names come from the host names, made unique."""
     names: list[str] = []
     for url in urls:
-        base = label_safe(urlsplit(url).hostname or "") or "site"
+        parts = urlsplit(url)
+        # A dns target is named after the name it asks for, not the server it asks.
+        host = parts.path.strip("/") if parts.scheme == "dns" else parts.hostname
+        base = label_safe(host or "") or "site"
         name, n = base, 2
         while name in names:
             name, n = f"{base}-{n}", n + 1

@@ -1,4 +1,5 @@
-"""`monitor check` with every kind's URL and --proxy, against real local servers."""
+"""`monitor check` with every kind's URL and --proxy, against real local servers; `monitor
+init` with them."""
 
 from __future__ import annotations
 
@@ -64,3 +65,20 @@ async def test_check_through_a_proxy_and_bad_urls() -> None:
     assert (no_proxy.returncode, no_proxy.stderr) == (
         2, "monitor check: --proxy: must be a proxy URL like http://host:3128 or "
            "socks5://host:1080\n")
+
+
+async def test_init_takes_every_kinds_url_and_writes_a_config_that_loads(tmp_path: Path
+                                                                         ) -> None:
+    from monitor.config import load_config
+
+    config = tmp_path / "monitor.yaml"
+    made = await monitor("init", "--config", str(config), "example.org", "tcp://db.test:5432",
+                         "dns://9.9.9.9/example.org?type=MX", "icmp://192.0.2.1")
+    assert made.returncode == 0, made.stderr
+    targets = load_config(config).targets
+    assert [(t.name, t.kind, t.url) for t in targets] == [
+        ("example.org", "http", "https://example.org/"),
+        ("db.test", "tcp", "tcp://db.test:5432"),
+        ("example.org-2", "dns", "dns://9.9.9.9/example.org?type=MX"),
+        ("192.0.2.1", "icmp", "icmp://192.0.2.1"),
+    ]
