@@ -29,8 +29,8 @@ connector, whose errors are classified there first (class `proxy` for the proxy'
 
 Messages go through `monitor.probes.sanitize.clean()`: no URL, no credential, no echo.
 
-Imports: stdlib, aiohttp, yarl, monitor.model, monitor.probes.proxy, monitor.probes.resolve,
-monitor.probes.sanitize.
+Imports: stdlib, aiohttp, yarl, monitor.model, monitor.probes.common, monitor.probes.proxy,
+monitor.probes.resolve, monitor.probes.sanitize.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from monitor.model import (
     StatusRange,
     Target,
 )
+from monitor.probes.common import shared_resolver
 from monitor.probes.proxy import classify_proxy_error, parse_proxy_url, proxy_connector
 from monitor.probes.resolve import LOCAL_ERRNOS, Resolver, is_public
 from monitor.probes.sanitize import clean, target_secrets
@@ -213,6 +214,7 @@ class DnsChannel:
 
     def __init__(self) -> None:
         _shared_resolver()
+        shared_resolver()  # the other kinds' (monitor.probes.common)
         _shared_ssl_context(True)
         _shared_ssl_context(False)
 
