@@ -43,6 +43,7 @@ from monitor.model import (
 from monitor.notifications import Notifications
 from monitor.probes import run_probe
 from monitor.probes.http import DnsChannel
+from monitor.proxies import ProxyLog
 from monitor.scheduler import STALL, Scheduler
 from monitor.server import HostPolicy, Unavailable, build_app
 from monitor.store import Store, StoreError, open_store
@@ -105,6 +106,7 @@ class Monitor:
         self.notifications = self._notifications(config)
         self.trackers: dict[str, TargetTracker] = {}
         self.last: dict[str, ProbeResult] = {}
+        self.proxies = ProxyLog()  # a dead proxy's results are unknown: the log says so
         self.scheduler = Scheduler(self.tick, on_lateness=self.metrics.lateness.observe,
                                    on_skipped=self._skipped, clock=clock,
                                    max_in_flight=max_in_flight)
@@ -267,6 +269,7 @@ class Monitor:
         if target.name not in self.trackers:  # removed by a reload while probing
             return
         self.last[target.name] = result
+        self.proxies.observe(result)
         self.metrics.observe(result)
         self.store.record_result(self.location, result)
         transition = self.trackers[target.name].observe(result)

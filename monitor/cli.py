@@ -89,13 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  monitor check https://www.rt.com/ http://duma.gov.ru/\n"
                "  monitor check --timeout 5s --contains Welcome https://example.com/\n"
-               "  monitor check --json https://example.com/ | jq .")
+               "  monitor check --json https://example.com/ | jq .\n"
+               "  monitor check tcp://db.example.com:5432 tls://mail.example.com:993\n"
+               "  monitor check 'dns://9.9.9.9/example.com?type=MX' icmp://192.0.2.1\n"
+               "  monitor check --proxy socks5://127.0.0.1:1080 https://example.com/")
     check.add_argument("urls", nargs="+", metavar="URL")
     check.add_argument("--json", action="store_true", help="print one JSON object per URL")
     check.add_argument("--timeout", default="10s", help="probe deadline (default 10s)")
     check.add_argument("--contains", help="the body must contain this text")
     check.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     check.add_argument("--no-follow", action="store_true", help="do not follow redirects")
+    check.add_argument("--proxy", help="probe http(s) URLs through this proxy: http://host:port "
+                                       "(CONNECT) or socks5://[user:pass@]host:port")
 
     init = sub.add_parser(
         "init", formatter_class=_formatter, help="write a starter config for your own URLs",
@@ -424,21 +429,30 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def starter_url(text: str) -> str:
-    """An http(s) URL from what the user typed: a bare host name means https://HOST/."""
+    """A URL from what the user typed: a bare host name means https://HOST/; tcp://, tls://,
+    dns:// and icmp:// URLs are taken as they are."""
+    from monitor.probes import check_url
+
     url = text.strip()
     if "://" not in url:
         url = f"https://{url}"
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{text!r} is not an http:// or https:// URL")
-    return url if parts.path else f"{url}/"
+    try:
+        kind = check_url(url)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    if kind != "http":
+        return url
+    return url if urlsplit(url).path else f"{url}/"
 
 
 def starter_config(urls: Sequence[str], interval: float, now: float) -> str:
     """A commented config watching `urls`; names come from the host names, made unique."""
     names: list[str] = []
     for url in urls:
-        base = label_safe(urlsplit(url).hostname or "") or "site"
+        parts = urlsplit(url)
+        # A dns target is named after the name it asks for, not the server it asks.
+        host = parts.path.strip("/") if parts.scheme == "dns" else parts.hostname
+        base = label_safe(host or "") or "site"
         name, n = base, 2
         while name in names:
             name, n = f"{base}-{n}", n + 1
@@ -484,11 +498,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"monitor check: --timeout: {exc}", file=sys.stderr)
         return 2
+    from monitor.probes import check_url, parse_proxy_url
+    from monitor.probes.sanitize import display_url
+
+    kinds = []
+    for url in args.urls:
+        try:
+            kinds.append(check_url(url))
+        except ValueError as exc:
+            print(f"monitor check: {display_url(url)}: {exc}", file=sys.stderr)
+            return 2
+    if args.proxy is not None:
+        try:
+            parse_proxy_url(args.proxy)
+        except ValueError as exc:
+            print(f"monitor check: --proxy: {exc}", file=sys.stderr)
+            return 2
     targets = [
-        Target(name=f"url{i}", url=url, timeout=timeout, interval=max(timeout, 1.0),
+        Target(name=f"url{i}", url=url, kind=kind, timeout=timeout, interval=max(timeout, 1.0),
                body_contains=args.contains, verify_tls=not args.insecure,
-               follow_redirects=not args.no_follow)
-        for i, url in enumerate(args.urls)
+               follow_redirects=not args.no_follow,
+               proxy=args.proxy if kind == "http" else None)
+        for i, (url, kind) in enumerate(zip(args.urls, kinds, strict=True))
     ]
 
     async def probe_all() -> list[ProbeResult]:
@@ -508,7 +539,9 @@ def check_json(target: Target, r: ProbeResult) -> dict[str, object]:
             "phase": r.phase, "message": r.message, "status": r.status,
             "duration_seconds": round(r.duration, 6),
             "phases": {p: round(r.phases[p], 6) for p in PHASES if p in r.phases},
-            "cert_expires_at": rfc3339(r.cert_expiry)}
+            "cert_expires_at": rfc3339(r.cert_expiry),
+            "kind": target.kind, "rtt_seconds": None if r.rtt is None else round(r.rtt, 6),
+            "loss": r.loss}
 
 
 def check_line(target: Target, r: ProbeResult) -> str:
@@ -516,6 +549,6 @@ def check_line(target: Target, r: ProbeResult) -> str:
 
     verdict = "UP  " if r.ok else "DOWN"
     phases = " ".join(f"{p}={r.phases[p] * 1000:.1f}ms" for p in PHASES if p in r.phases)
-    why = "" if r.ok else f" {r.failure}: {r.message}"
+    why = (f" ({r.message})" if r.message else "") if r.ok else f" {r.failure}: {r.message}"
     return (f"{verdict} {display_url(target.url)} status={r.status or '-'} "
             f"total={r.duration * 1000:.1f}ms {phases}{why}")

@@ -7,8 +7,9 @@ secrets stay out of the file; error messages quote the file's text, never a subs
 value. Reading is bounded (file size, nesting depth, alias uses and expansion), so a wrong
 or hostile file costs little to reject.
 
-Imports the standard library, PyYAML, `monitor.model`, `monitor.timefmt` and, to validate
-notifier settings and maintenance windows, `monitor.notify` (which never imports config).
+Imports the standard library, PyYAML, `monitor.model`, `monitor.timefmt`, `monitor.probes`
+(the one check of a target's URL, its kind and proxy) and, to validate notifier settings and
+maintenance windows, `monitor.notify` (which never imports config).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -33,6 +33,9 @@ from monitor.model import MAX_REDIRECTS, REDIRECT_POLICIES, StatusRange, Target
 from monitor.notify.maintenance import Window, parse_window
 from monitor.notify.registry import TYPES as NOTIFIER_TYPES
 from monitor.notify.registry import build_notifier
+from monitor.probes import KINDS, check_url, kind_of, parse_proxy_url
+from monitor.probes.dns import rcode_names
+from monitor.probes.icmp import GAP
 from monitor.timefmt import parse_duration
 
 # --- the values -------------------------------------------------------------------------
@@ -238,7 +241,7 @@ _METRICS_KEYS = ("duration_buckets", "per_target_histogram")
 _LIMITS_KEYS = ("max_probes_in_flight", "server_connections", "server_header_timeout")
 _CONNECTIVITY_KEYS = ("checks", "interval", "timeout", "failing_share", "min_hosts")
 _ENDPOINT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
-_EXPECT_KEYS = ("status", "body_contains", "body_regex")
+_EXPECT_KEYS = ("status", "body_contains", "body_regex", "rcode")
 _TARGET_KEYS = (
     "name",
     "url",
@@ -259,7 +262,32 @@ _TARGET_KEYS = (
     "labels",
     "notifiers",
     "source_address",
+    "min_days_left",
+    "packets",
+    "max_loss",
+    "proxy",
 )
+# The kinds each option means something for (by Target field): a target's own option that
+# does nothing for its kind is an error; a default is simply not used by other kinds.
+_APPLIES: dict[str, tuple[str, ...]] = {
+    "method": ("http",),
+    "headers": ("http",),
+    "expect_status": ("http",),
+    "follow_redirects": ("http",),
+    "redirects": ("http",),
+    "max_redirects": ("http",),
+    "proxy": ("http",),
+    "body": ("http", "tcp", "tls"),
+    "max_body_bytes": ("http", "tcp", "tls"),
+    "body_contains": ("http", "tcp", "tls", "dns"),
+    "body_regex": ("http", "tcp", "tls", "dns"),
+    "verify_tls": ("http", "tls"),
+    "min_days_left": ("http", "tls"),
+    "expect_rcode": ("dns",),
+    "packets": ("icmp",),
+    "max_loss": ("icmp",),
+}
+MAX_PACKETS = 100
 _OWN_KEYS = ("name", "url")  # every target needs its own: not allowed under `defaults:`
 
 _STR = "tag:yaml.org,2002:str"
@@ -1031,13 +1059,61 @@ class _Parser:
             own = self.options({k: v for k, v in items.items() if k not in _OWN_KEYS}, path)
             self.check_overlap(own, defaults, path)
             if name is not None and url is not None:
-                targets.append(self.target(name, url, defaults, own))
+                kind = self.check_kind(url, items["url"][1], own, defaults, path)
+                if kind is not None:
+                    targets.append(self.target(name, url, defaults, own, kind))
         return tuple(targets)
 
+    def check_kind(
+        self, url: str, url_node: Node, own: dict[str, _Option],
+        defaults: dict[str, _Option], path: str,
+    ) -> str | None:
+        """The target's kind (its URL's scheme); its own options must mean something for it."""
+        kind = kind_of(url) or "http"
+        given, kind_node = own.get("kind") or defaults.get("kind") or (kind, None)
+        if given != kind and kind_node is not None:
+            where = "" if "kind" in own else " (from defaults)"
+            self.error(url_node, f"{path}.url",
+                       f"a {kind} URL, but kind is {given!r}{where}; the URL's scheme sets the "
+                       f"kind, so kind: can be left out")
+            return None
+        failed = False
+        for field, (_, node) in own.items():
+            kinds = _APPLIES.get(field)
+            if kinds is not None and kind not in kinds:
+                self.error(node, self.option_path(path, field),
+                           f"does not apply to a {kind} target (only to {', '.join(kinds)})")
+                failed = True
+        if kind == "http" and "min_days_left" in own and not url.lower().startswith("https:"):
+            self.error(own["min_days_left"][1], f"{path}.min_days_left",
+                       "applies to https:// URLs only")
+            failed = True
+        if kind == "icmp":
+            builtin = Target(name="-", url="-")
+            packets, node = own.get("packets") or defaults.get("packets") or (
+                builtin.packets, url_node)
+            timeout, _ = own.get("timeout") or defaults.get("timeout") or (builtin.timeout, None)
+            if (packets - 1) * GAP >= timeout:
+                self.error(node, f"{path}.packets",
+                           f"{packets} packets {GAP:g}s apart need a timeout over "
+                           f"{_seconds((packets - 1) * GAP)}, got {_seconds(timeout)}")
+                failed = True
+        return None if failed else kind
+
+    @staticmethod
+    def option_path(path: str, field: str) -> str:
+        """The dotted path of a Target field as written in the file."""
+        written = {"expect_status": "expect.status", "body_contains": "expect.body_contains",
+                   "body_regex": "expect.body_regex", "expect_rcode": "expect.rcode",
+                   "max_body_bytes": "max_body"}
+        return _join(path, written.get(field, field))
+
     def target(
-        self, name: str, url: str, defaults: dict[str, _Option], own: dict[str, _Option]
+        self, name: str, url: str, defaults: dict[str, _Option], own: dict[str, _Option],
+        kind: str,
     ) -> Target:
         fields = {key: value for key, (value, _) in (defaults | own).items()}
+        fields["kind"] = kind
         # Headers and labels merge key by key: the target's own win over the defaults'.
         for key in ("headers", "labels"):
             merged = {**defaults.get(key, ({}, None))[0], **own.get(key, ({}, None))[0]}
@@ -1047,6 +1123,9 @@ class _Parser:
             fields["headers"] = tuple(fields["headers"].values())
         if "labels" in fields:
             fields["labels"] = tuple(sorted(fields["labels"].items()))
+        for field, kinds in _APPLIES.items():  # defaults meant for other kinds
+            if kind not in kinds:
+                fields.pop(field, None)
         return Target(name=name, url=url, **fields)
 
     def check_overlap(
@@ -1102,6 +1181,11 @@ class _Parser:
             "labels": ("labels", self.labels),
             "notifiers": ("notifiers", self.notifier_refs),
             "source_address": ("source_address", self.source_address),
+            "min_days_left": ("min_days_left", self.days),
+            "packets": ("packets", lambda n, p: self.integer(n, p, 1, MAX_PACKETS)),
+            "max_loss": ("max_loss", self.share_lost),
+            "proxy": ("proxy", self.proxy),
+            "rcode": ("expect_rcode", self.rcodes),
             "status": ("expect_status", self.status),
             "body_contains": ("body_contains", self.optional_string),
             "body_regex": ("body_regex", self.regex),
@@ -1123,14 +1207,52 @@ class _Parser:
     def url(self, node: Node, path: str) -> str:
         url = self.string(node, path)
         try:
-            parts = urlsplit(url)
-            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError:
-            valid = False
-        if not valid or any(c.isspace() for c in url):
-            raise _Invalid(f"must be an http:// or https:// URL with a host, got {_got(node)}")
+            check_url(url)
+        except ValueError as exc:
+            raise _Invalid(f"{exc}, got {_got(node)}") from None
         return url
+
+    def days(self, node: Node, path: str) -> float | None:
+        if _is_null(node):
+            return None
+        value = self.number(node, path)
+        if value < 0:
+            raise _Invalid(f"must be 0 days or more, got {_got(node)}")
+        return value
+
+    def share_lost(self, node: Node, path: str) -> float:
+        """A share of packets as a percentage, with its sign: 20% (a bare 0.2 is ambiguous)."""
+        text = self.text(node, path).strip() if isinstance(node, ScalarNode) else ""
+        try:
+            value = float(text.removesuffix("%")) if text.endswith("%") else math.nan
+        except ValueError:
+            value = math.nan
+        if not 0 <= value <= 100:
+            raise _Invalid(f"must be a percentage from 0% to 100% like 20%, got {_got(node)}")
+        return value / 100
+
+    def proxy(self, node: Node, path: str) -> str | None:
+        url = self.optional_string(node, path)
+        if url is not None:
+            try:
+                parse_proxy_url(url)
+            except ValueError as exc:
+                raise _Invalid(str(exc)) from None  # not quoted: it may hold a password
+        return url
+
+    def rcodes(self, node: Node, path: str) -> tuple[str, ...]:
+        items = node.value if isinstance(node, SequenceNode) else [node]
+        if not items:
+            raise _Invalid("must list at least one DNS response code")
+        known = rcode_names()
+        result: list[str] = []
+        for item in items:
+            code = self.string(item, path).upper() if isinstance(item, ScalarNode) else ""
+            if code not in known:
+                raise _Invalid(f"must be DNS response codes like NOERROR, NXDOMAIN or "
+                               f"SERVFAIL, got {_got(item)}")
+            result.append(code)
+        return tuple(result)
 
     def source_address(self, node: Node, path: str) -> str | None:
         address = self.optional_string(node, path)
@@ -1149,8 +1271,8 @@ class _Parser:
 
     def kind(self, node: Node, path: str) -> str:
         kind = self.string(node, path)
-        if kind != "http":
-            raise _Invalid(f"only 'http' is supported so far, got {kind!r}")
+        if kind not in KINDS:
+            raise _Invalid(f"must be one of {', '.join(KINDS)}, got {_got(node)}")
         return kind
 
     def interval(self, node: Node, path: str) -> float:

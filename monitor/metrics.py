@@ -33,7 +33,8 @@ from prometheus_client.utils import floatToGoString
 
 from monitor.model import PHASES, Failure, Outage, ProbeResult, State, Target
 
-RESULTS: tuple[str, ...] = ("ok", *(f.value for f in Failure))
+# An unknown result (the monitor's own fault, or its proxy's) counts as `local`.
+RESULTS: tuple[str, ...] = ("ok", *(f.value for f in Failure if f is not Failure.PROXY))
 UPTIME_WINDOWS: dict[str, float] = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0,
                                     "365d": 365 * 86400.0}
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -125,7 +126,11 @@ def public_url(url: str) -> str:
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    # A dns target's ?type= says what is monitored and is no secret.
+    query = parts.query if parts.scheme == "dns" and re.fullmatch(r"type=\w+", parts.query) else ""
+    if not netloc:  # dns:///name (the system's server): urlunsplit would drop the slashes
+        return f"{parts.scheme}://{parts.path}" + (f"?{query}" if query else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 class _Series:

@@ -24,6 +24,9 @@ class Failure(enum.StrEnum):
     # The monitor's own fault, not the target's: offline, out of descriptors, overloaded.
     # Such a result is *unknown*: it never opens, extends or closes an outage.
     LOCAL = "local"
+    # The proxy a target is probed through failed (down, refused us, bad credentials): as
+    # for LOCAL, the result says nothing of the target and is *unknown*.
+    PROXY = "proxy"
 
 
 class State(enum.StrEnum):
@@ -79,6 +82,13 @@ class Target:
     labels: tuple[tuple[str, str], ...] = ()
     notifiers: tuple[str, ...] = ()
     source_address: str | None = None  # local address to probe from (a vantage point's IP)
+    # Kinds other than http (monitor.probes.<kind>); `body` is what tcp/tls send, and
+    # body_contains/body_regex judge a tcp/tls reply or the answers of a dns query.
+    min_days_left: float | None = None  # tls, https: fail when the certificate expires sooner
+    expect_rcode: tuple[str, ...] = ("NOERROR",)  # dns: accepted response codes
+    packets: int = 3  # icmp: echo requests per probe
+    max_loss: float = 0.5  # icmp: the share of packets that may be lost (0..1) and still pass
+    proxy: str | None = None  # http: http://[user:pass@]host:port or socks5://...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +106,13 @@ class ProbeResult:
     phase: str | None = None  # the phase a failure happened in (always set for timeouts)
     cert_expiry: float | None = None  # POSIX time the server certificate expires
     truncated: bool = False  # body reading stopped at max_body_bytes
+    rtt: float | None = None  # icmp: mean round-trip time of the answered packets, seconds
+    loss: float | None = None  # icmp: share of packets unanswered (0..1)
 
     @property
     def unknown(self) -> bool:
         """True when the monitor itself was at fault: the result says nothing of the target."""
-        return self.failure is Failure.LOCAL
+        return self.failure is Failure.LOCAL or self.failure is Failure.PROXY
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,7 +156,8 @@ def test_secret_values_never_appear_in_messages() -> None:
     text = "targets: [{name: a, url: '${URL}', interval: '${EVERY}'}]\n"
     errors = errors_of(text, {"URL": "ftp://user:hunter2@x/", "EVERY": "hunter2"})
     assert errors == [
-        "c.yaml:1: targets[0].url: must be an http:// or https:// URL with a host, got '${URL}'",
+        "c.yaml:1: targets[0].url: must be an http://, https://, tcp://, tls://, dns:// or "
+        "icmp:// URL, got '${URL}'",
         "c.yaml:1: targets[0].interval: must be a duration like 10s, got '${EVERY}'",
     ]
 
@@ -370,8 +371,10 @@ def test_bundled_example_shows_every_option() -> None:
     assert set(raw["store"]) == set(module._STORE_KEYS)
     assert set(raw["store"]["retention"]) == set(module._RETENTION_KEYS)
     assert set(raw["metrics"]) == set(module._METRICS_KEYS)
-    assert set(raw["targets"][0]) == set(module._TARGET_KEYS)
-    assert set(raw["targets"][0]["expect"]) == set(module._EXPECT_KEYS)
+    # Options of every kind: each appears on one of the example's targets (one per kind).
+    assert set().union(*raw["targets"]) == set(module._TARGET_KEYS)
+    expects = [t["expect"] for t in raw["targets"] if "expect" in t]
+    assert set().union(*expects) == set(module._EXPECT_KEYS)
 
 
 # --- durations and sizes ------------------------------------------------------------------

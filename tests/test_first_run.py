@@ -86,7 +86,8 @@ async def test_init_keeps_an_existing_file_and_refuses_a_bad_url(tmp_path: Path)
     other = tmp_path / "other.yaml"
     bad = await monitor("init", "--config", str(other), "ftp://example.com/")
     assert (bad.returncode, bad.stderr) == (
-        2, "monitor init: 'ftp://example.com/' is not an http:// or https:// URL\n")
+        2, "monitor init: 'ftp://example.com/': must be an http://, https://, tcp://, tls://, "
+           "dns:// or icmp:// URL\n")
     assert not other.exists()
     forced = await monitor("init", "--config", str(config), "--force", "https://example.com/")
     assert forced.returncode == 0 and load_config(config).targets[0].url == "https://example.com/"
@@ -119,8 +120,8 @@ async def test_validate_prints_the_count_on_its_own_line(tmp_path: Path) -> None
     result = await monitor("validate", str(bad))
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
-        f"{bad}:2: targets[0].url: must be an http:// or https:// URL with a host, got "
-        "'ftp://x/'",
+        f"{bad}:2: targets[0].url: must be an http://, https://, tcp://, tls://, dns:// or "
+        "icmp:// URL, got 'ftp://x/'",
         f"{bad}:3: targets[1].interval: must be a duration like 10s, got 'soon'",
         "2 errors in the configuration",
     ]

@@ -24,9 +24,13 @@ Redirects are followed here, hop by hop, not by aiohttp (`Target.redirects`):
   addresses the connection will use (the resolver returns only allowed ones), so a DNS name
   pointing inside cannot slip through.
 
+Through a proxy (`Target.proxy`) the connections go through `monitor.probes.proxy`'s
+connector, whose errors are classified there first (class `proxy` for the proxy's own).
+
 Messages go through `monitor.probes.sanitize.clean()`: no URL, no credential, no echo.
 
-Imports: stdlib, aiohttp, yarl, monitor.model, monitor.probes.resolve, monitor.probes.sanitize.
+Imports: stdlib, aiohttp, yarl, monitor.model, monitor.probes.common, monitor.probes.proxy,
+monitor.probes.resolve, monitor.probes.sanitize.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ from monitor.model import (
     StatusRange,
     Target,
 )
+from monitor.probes.common import shared_resolver
+from monitor.probes.proxy import classify_proxy_error, parse_proxy_url, proxy_connector
 from monitor.probes.resolve import LOCAL_ERRNOS, Resolver, is_public
 from monitor.probes.sanitize import clean, target_secrets
 
@@ -69,6 +75,7 @@ __all__ = [
     "MAX_REDIRECTS",
     "REDIRECT_POLICIES",
     "DnsChannel",
+    "cert_expiry",
     "new_ssl_context",
     "probe_http",
 ]
@@ -210,6 +217,7 @@ class DnsChannel:
 
     def __init__(self) -> None:
         _shared_resolver()
+        shared_resolver()  # the other kinds' (monitor.probes.common)
         _shared_ssl_context(True)
         _shared_ssl_context(False)
 
@@ -401,10 +409,15 @@ async def probe_http(
     message = ""
     phase: str | None = None  # where a failure happened
     try:
-        session, probe_resolver = _session(target, ssl_context, resolver)
+        connector = None
+        if target.proxy is not None:  # its name is looked up here, before the clock starts
+            connector = await proxy_connector(
+                parse_proxy_url(target.proxy), resolver or _shared_resolver(), target.timeout,
+                **_connector_options(target, ssl_context))
+        session, probe_resolver = _session(target, ssl_context, resolver, connector)
     except Exception as exc:  # setup failed: the monitor's fault or an unusable option
         session = None
-        failure, message = _classify(exc)
+        failure, message = _classify_via(exc, target)
     visit = _Visit()  # the clock starts here: setup belongs to no phase
     token = _VISIT.set(visit)
     try:
@@ -425,7 +438,7 @@ async def probe_http(
                         failure = Failure.TIMEOUT
                         message = f"timed out after {target.timeout:g}s during {phase}"
                 except Exception as exc:
-                    failure, message = _classify(exc)
+                    failure, message = _classify_via(exc, target)
                     phase = visit.phase
                     if phase == "tls" and failure is Failure.CONNECT:
                         # Reset or closed mid-handshake: a TLS version or cipher mismatch.
@@ -457,22 +470,46 @@ def _framed_handler(loop: asyncio.AbstractEventLoop) -> ResponseHandler:
     return _FramedHandler(loop=loop)
 
 
-def _session(
-    target: Target, ssl_context: ssl.SSLContext | None, resolver: Resolver | None
-) -> tuple[aiohttp.ClientSession, _ProbeResolver]:
-    """Everything a probe needs before its clock starts."""
+def _connector_options(target: Target, ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
     if not target.verify_tls:
         context = _shared_ssl_context(False)
     else:
         context = ssl_context or _shared_ssl_context(True)
+    return {
+        "force_close": True,
+        "use_dns_cache": False,
+        "ssl": context,
+        "local_addr": (target.source_address, 0) if target.source_address else None,
+    }
+
+
+def _classify_via(exc: BaseException, target: Target) -> tuple[Failure, str]:
+    """_classify(), but a proxy's errors first (monitor.probes.proxy)."""
+    if target.proxy is None:
+        return _classify(exc)
+    try:
+        found = classify_proxy_error(exc, parse_proxy_url(target.proxy))
+    except ValueError:
+        return Failure.ERROR, "invalid proxy URL"
+    if found is not None:
+        return found
+    if isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(
+            exc.os_error, ssl.SSLError):
+        return Failure.CONNECT, f"cannot connect (via proxy): {_os_reason(exc.os_error)}"
+    return _classify(exc)
+
+
+def _session(
+    target: Target,
+    ssl_context: ssl.SSLContext | None,
+    resolver: Resolver | None,
+    connector: aiohttp.TCPConnector | None = None,
+) -> tuple[aiohttp.ClientSession, _ProbeResolver]:
+    """Everything a probe needs before its clock starts (`connector`: a proxy's)."""
     probe_resolver = _ProbeResolver(resolver or _shared_resolver())
-    connector = aiohttp.TCPConnector(
-        force_close=True,
-        use_dns_cache=False,
-        resolver=probe_resolver,
-        ssl=context,
-        local_addr=(target.source_address, 0) if target.source_address else None,
-    )
+    if connector is None:
+        connector = aiohttp.TCPConnector(
+            resolver=probe_resolver, **_connector_options(target, ssl_context))
     if isinstance(getattr(connector, "_factory", None), functools.partial):
         # aiohttp builds each connection's protocol with this factory (not public API: if
         # it goes, bytes after a body fail the probe again, which a test shows).
@@ -748,6 +785,9 @@ def _cert_expiry(ssl_object: ssl.SSLObject | None) -> float | None:
     except (ValueError, ssl.SSLError):  # handshake not completed
         return None
     return _der_not_after(der) if der else None
+
+
+cert_expiry = _cert_expiry  # for monitor.probes.tls
 
 
 def _der_not_after(der: bytes) -> float | None:

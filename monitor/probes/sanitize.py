@@ -142,7 +142,11 @@ def display_url(url: str) -> str:
     _, at, hostport = parts.netloc.rpartition("@")
     netloc = f"{MASK}@{hostport}" if at else hostport
     query = "&".join(
-        f"{pair.partition('=')[0]}={MASK}" if "=" in pair else pair
+        pair if parts.scheme == "dns" and re.fullmatch(r"type=\w+", pair)  # no secret
+        else f"{pair.partition('=')[0]}={MASK}" if "=" in pair else pair
         for pair in parts.query.split("&")
     ) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    shown = urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    if not netloc and url.startswith(f"{parts.scheme}://"):  # dns:///name keeps its slashes
+        shown = f"{parts.scheme}://{shown.removeprefix(parts.scheme + ':')}"
+    return shown

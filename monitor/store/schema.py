@@ -110,6 +110,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"ALTER TABLE {table} ADD COLUMN fail_local INTEGER NOT NULL DEFAULT 0"
         for table in ROLLUP_TABLES
     ),
+    # The failure class `proxy` (a target's proxy failed): counted, never an outage.
+    tuple(
+        f"ALTER TABLE {table} ADD COLUMN fail_proxy INTEGER NOT NULL DEFAULT 0"
+        for table in ROLLUP_TABLES
+    ),
 )
 OUTBOX_VERSION = 2  # the schema version that added the outbox
 
