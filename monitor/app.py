@@ -12,7 +12,7 @@ import logging
 import signal
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -38,9 +38,10 @@ from monitor.probes import run_probe
 from monitor.probes.http import DnsChannel
 from monitor.scheduler import STALL, Scheduler
 from monitor.server import HostPolicy, Unavailable, build_app
-from monitor.store import Store, StoreError, open_store
+from monitor.store import Store, StoreError, TargetHistory, open_store
 from monitor.timefmt import human_duration, rfc3339
 from monitor.tracker import TargetTracker
+from monitor.web.view import RecentResults
 
 log = logging.getLogger("monitor")
 
@@ -120,6 +121,7 @@ class Monitor:
         self.notifications = self._notifications(config)
         self.trackers: dict[str, TargetTracker] = {}
         self.last: dict[str, ProbeResult] = {}
+        self.recent = RecentResults()  # the phases on /target/NAME
         self.scheduler = Scheduler(self.tick, on_lateness=self.metrics.lateness.observe,
                                    on_skipped=self._skipped, clock=clock,
                                    max_in_flight=max_in_flight)
@@ -198,6 +200,7 @@ class Monitor:
         for name in removed:
             self.trackers.pop(name, None)
             self.last.pop(name, None)
+        self.recent.forget(removed)
         for target in self.config.targets:
             if target.name in removed:
                 self.connectivity.forget(target.url)
@@ -249,6 +252,7 @@ class Monitor:
         if target.name not in self.trackers:  # removed by a reload while probing
             return
         self.last[target.name] = result
+        self.recent.add(result)
         self.metrics.observe(result)
         self.store.record_result(self.location, result)
         transition = self.trackers[target.name].observe(result)
@@ -366,6 +370,7 @@ class Monitor:
                     "phase": last.phase, "message": last.message, "status": last.status,
                     "duration_seconds": round(last.duration, 6),
                     "phases": {k: round(v, 6) for k, v in last.phases.items()},
+                    "cert_expires_at": rfc3339(last.cert_expiry),
                 },
                 "uptime": series,
             })
@@ -378,6 +383,15 @@ class Monitor:
             return list(zip(found, times, strict=True))
         except StoreError as exc:
             raise Unavailable(str(exc)) from exc
+
+    async def history(self, names: Collection[str]) -> Mapping[str, TargetHistory]:
+        try:
+            return await self.store.history(self.location, self._clock(), names)
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from exc
+
+    def recent_results(self, name: str) -> list[ProbeResult]:
+        return self.recent.of(name)
 
 
 # --- the daemon process ----------------------------------------------------------------------
@@ -418,7 +432,9 @@ async def run_monitor(
     # read timeout too (aiohttp closes a connection still waiting for a whole request).
     runner = web.AppRunner(build_app(monitor, monitor.registry, config.server.token,
                                      exposition=monitor.metrics.exposition,
-                                     hosts=HostPolicy(host, config.server.allowed_hosts)),
+                                     hosts=HostPolicy(host, config.server.allowed_hosts),
+                                     public_status=config.server.public_status,
+                                     peers=config.server.peers),
                            access_log=None, handle_signals=False,
                            keepalive_timeout=config.limits.server_header_timeout)
     await runner.setup()
