@@ -66,9 +66,10 @@ def cert_text(target: Mapping[str, Any], now: float) -> str:
 
 def cause_text(target: Mapping[str, Any]) -> str:
     last = target.get("last_result") or {}
-    if target["state"] != "down" and last.get("ok", True):
+    if not last or last.get("ok", True):
         return ""
-    return f"{last.get('failure')}: {last.get('message')}" if last else ""
+    text = f"{last.get('failure')}: {last.get('message')}"
+    return text if target["state"] == "down" else f"last probe failed: {text}"
 
 
 def verdict(states: Mapping[str, str]) -> str:
@@ -91,7 +92,8 @@ def target_card(t: Mapping[str, Any], h: TargetHistory | None, now: float, *,
     if cause:
         meta.append(f'<span class="cause">{escape(cause)}</span>')
     uptime = "".join(
-        f"<dt>{w}</dt><dd>{percent(None if h is None else h.uptime.get(w))}</dd>"
+        f'<span class="w"><span class="muted">{w}</span> '
+        f"<b>{percent(None if h is None else h.uptime.get(w))}</b></span>"
         for w in HISTORY_WINDOWS)
     if h is None:
         history = '<p class="muted">no history yet</p>'
@@ -105,10 +107,10 @@ def target_card(t: Mapping[str, Any], h: TargetHistory | None, now: float, *,
             "</div>")
         latest = next((x for x in reversed(h.latency) if x.p50_ms is not None), None)
         figures = "" if latest is None or latest.p95_ms is None or latest.p50_ms is None else (
-            f"p50 {latest.p50_ms:.0f} ms · p95 {latest.p95_ms:.0f} ms (last hour)")
-        latency = (f'<div class="latency-box">{svg.latency_chart(h.latency)}'
-                   f'<span class="legend"><span class="key p50">— p50</span> '
-                   f'<span class="key p95">- - p95</span> {figures}</span></div>')
+            f"last hour: p50 {latest.p50_ms:.0f} ms, p95 {latest.p95_ms:.0f} ms")
+        latency = (f'<div class="latency-box"><span class="muted">latency 24 h</span>'
+                   f"{svg.latency_chart(h.latency)}"
+                   f'<span class="legend">{figures} (chart: solid p50, dashed p95)</span></div>')
     return (
         f'<article class="target st-{escape(state)}" id="t-{escape(name)}" '
         f'data-target="{escape(name)}">'
@@ -116,7 +118,8 @@ def target_card(t: Mapping[str, Any], h: TargetHistory | None, now: float, *,
         f"</{heading}>"
         f'<p class="meta">{" · ".join(meta)}{cert_text(t, now)}</p>'
         f'<p class="url">{escape(str(t["url"]))}</p>{peers}'
-        f'{history}<dl class="uptime">{uptime}</dl>{latency}</article>')
+        f'{history}<p class="uptime"><span class="muted">uptime</span> {uptime}</p>'
+        f"{latency}</article>")
 
 
 def location_matrix(location: str, targets: Sequence[Mapping[str, Any]],
@@ -184,7 +187,7 @@ def render_index(*, location: str, now: float, offline: Mapping[str, Any] | None
             states.update((p.location, p.states[name]) for p in peers
                           if p.location and name in p.states)
             text = verdict(states)
-            if text:
+            if text and text != "up everywhere":
                 peer_cells[name] = f'<p class="verdict">{escape(text)}</p>'
     cards, group = [], None
     for t in targets:
@@ -332,16 +335,17 @@ h1 { font-size: 1.4em; margin: .2em 0; } h2 { font-size: 1.15em; margin: 1.2em 0
 .target p { margin: .2em 0; }
 .strip { margin: .4em 0; }
 svg.days, svg.timeline { display: block; width: 100%; height: 22px; }
-svg.timeline { height: 14px; }
+svg.timeline { height: 16px; }
 .axis { display: flex; justify-content: space-between; font-size: .75em; }
 .bar.ok { fill: var(--up); } .bar.nodata { fill: var(--nodata); }
 .bar.minor { fill: url(#hatch); } .bar.bad { fill: url(#cross); }
 .p-bg { fill: var(--warn); } .p-bg.bad { fill: var(--down); } .p-line { fill: var(--bg); }
-.span.up { fill: var(--up); opacity: .35; } .span.down { fill: url(#cross); }
+.span.up { fill: var(--up); } .span.down { fill: var(--down); }
+.axis-line { stroke: var(--line); }
 .span.maint { fill: var(--unknown); } .tick { fill: var(--fg); }
 svg.defs { position: absolute; }
-dl.uptime { display: flex; flex-wrap: wrap; gap: .2em 1.2em; margin: .3em 0; }
-dl.uptime dt { color: var(--muted); } dl.uptime dd { margin: 0 0 0 -.8em; font-weight: 600; }
+p.uptime { display: flex; flex-wrap: wrap; gap: .1em 1em; }
+.w { white-space: nowrap; }
 .latency-box { display: flex; flex-wrap: wrap; align-items: center; gap: .2em .8em; }
 svg.latency { width: 240px; max-width: 100%; height: 40px; }
 polyline { fill: none; stroke-width: 1.5; }

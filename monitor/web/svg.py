@@ -82,8 +82,8 @@ def day_strip(days: Sequence[DaySummary], outages: Sequence[Outage], now: float)
 
 
 def timeline(outages: Sequence[Outage], now: float, span: float = DAY) -> str:
-    """The last `span` seconds to scale, outages drawn where they were (at least 2 units
-    wide, so that a short one stays visible)."""
+    """The last `span` seconds to scale: a thin band, and outages drawn where they were as
+    full-height blocks (at least 3 units of 1000 wide, so that a short one stays visible)."""
     start = now - span
     marks = []
     for o in outages:
@@ -93,8 +93,10 @@ def timeline(outages: Sequence[Outage], now: float, span: float = DAY) -> str:
         x0 = max(0.0, (o.started_at - start) / span * TIMELINE_UNITS)
         x1 = min(TIMELINE_UNITS, (end - start) / span * TIMELINE_UNITS)
         kind = "maint" if o.maintenance else "down"
+        width = max(3.0, x1 - x0)
+        x0 = min(x0, TIMELINE_UNITS - width)  # a short one just now stays inside
         marks.append(
-            f'<rect class="span {kind}" x="{x0:.2f}" y="0" width="{max(2.0, x1 - x0):.2f}" '
+            f'<rect class="span {kind}" x="{x0:.2f}" y="0" width="{width:.2f}" '
             f'height="10" data-outage="{o.id}"><title>{escape(hm(o.started_at))} UTC – '
             f"{escape(outage_line(o, now).split(' – ', 1)[1])}</title></rect>")
     ticks = "".join(f'<rect class="tick" x="{i * TIMELINE_UNITS / 4 - 0.5:.1f}" y="8" '
@@ -102,7 +104,7 @@ def timeline(outages: Sequence[Outage], now: float, span: float = DAY) -> str:
     return (f'<svg class="timeline" viewBox="0 0 {TIMELINE_UNITS:.0f} 10" '
             f'preserveAspectRatio="none" role="img" data-start="{start:.3f}" '
             f'data-end="{now:.3f}" aria-label="last 24 hours: {len(marks)} outages">'
-            f'<rect class="span up" x="0" y="0" width="{TIMELINE_UNITS:.0f}" height="10"/>'
+            f'<rect class="span up" x="0" y="3.5" width="{TIMELINE_UNITS:.0f}" height="3"/>'
             f"{ticks}{''.join(marks)}</svg>")
 
 
@@ -123,14 +125,23 @@ def latency_chart(hours: Sequence[LatencyHour]) -> str:
                 continue
             x = i * width / max(1, len(hours) - 1)
             segments[-1].append(f"{x:.1f},{height - 2 - value / top * (height - 4):.1f}")
-        return "".join(f'<polyline class="{pick}" points="{" ".join(s)}"/>'
-                       for s in segments if s)
+        # A lone hour between gaps is drawn as a short dash so that it shows.
+        return "".join(
+            f'<polyline class="{pick}" points="{" ".join(s)}"/>' if len(s) > 1 else
+            f'<polyline class="{pick} dot" points="{_dash(s[0])}"/>'
+            for s in segments if s)
 
     title = "; ".join(f"{hm(h.start)[11:]} p50 {h.p50_ms:.0f} ms, p95 {h.p95_ms:.0f} ms"
                       for h in hours if h.p50_ms is not None and h.p95_ms is not None)
     return (f'<svg class="latency" viewBox="0 0 {width} {height}" role="img" '
             f'aria-label="latency over 24 hours, up to {top:.0f} ms">'
-            f"<title>{escape(title)}</title>{line('p95_ms')}{line('p50_ms')}</svg>")
+            f'<title>{escape(title)}</title><line class="axis-line" x1="0" y1="{height - 1}" '
+            f'x2="{width}" y2="{height - 1}"/>{line("p95_ms")}{line("p50_ms")}</svg>')
+
+
+def _dash(point: str) -> str:
+    x, y = (float(v) for v in point.split(","))
+    return f"{max(0.0, x - 4):.1f},{y:.1f} {x:.1f},{y:.1f}"
 
 
 def phases_bar(phases: Mapping[str, float], scale: float) -> str:
