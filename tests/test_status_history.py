@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from history import Past, probe, write_history
 
 from monitor.model import Failure
 from monitor.store import SqliteReader, SqliteStore
 from monitor.store.base import DAY, HISTORY_DAYS
-from history import Past, probe, write_history
 
 NOW = 1_764_460_800.0 + 15 * 3600 + 1800  # 2025-11-30 15:30 UTC
 TODAY = NOW - NOW % DAY
