@@ -64,6 +64,12 @@ def cert_text(target: Mapping[str, Any], now: float) -> str:
     return f' · <span class="cert {kind}">{text}</span>'
 
 
+def _when(rfc3339: str, now: float) -> str:
+    """`2026-11-30 01:22 UTC (5h 30m)` from the API's RFC 3339 time."""
+    at = datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+    return f"{svg.hm(at)} UTC ({human_duration(max(0.0, now - at))})"
+
+
 def cause_text(target: Mapping[str, Any]) -> str:
     last = target.get("last_result") or {}
     if not last or last.get("ok", True):
@@ -88,7 +94,7 @@ def target_card(t: Mapping[str, Any], h: TargetHistory | None, now: float, *,
     name, state = str(t["name"]), str(t["state"])
     since = t.get("state_since")
     cause = cause_text(t)
-    meta = [f"since {escape(since)}" if since else "not confirmed yet"]
+    meta = [f"since {_when(since, now)}" if since else "not confirmed yet"]
     if cause:
         meta.append(f'<span class="cause">{escape(cause)}</span>')
     uptime = "".join(
@@ -108,9 +114,9 @@ def target_card(t: Mapping[str, Any], h: TargetHistory | None, now: float, *,
         latest = next((x for x in reversed(h.latency) if x.p50_ms is not None), None)
         figures = "" if latest is None or latest.p95_ms is None or latest.p50_ms is None else (
             f"last hour: p50 {latest.p50_ms:.0f} ms, p95 {latest.p95_ms:.0f} ms")
+        legend = f"{figures} (solid: p50, dashed: p95)" if figures else ""
         latency = (f'<div class="latency-box"><span class="muted">latency 24 h</span>'
-                   f"{svg.latency_chart(h.latency)}"
-                   f'<span class="legend">{figures} (chart: solid p50, dashed p95)</span></div>')
+                   f'{svg.latency_chart(h.latency)}<span class="legend">{legend}</span></div>')
     return (
         f'<article class="target st-{escape(state)}" id="t-{escape(name)}" '
         f'data-target="{escape(name)}">'
@@ -157,14 +163,16 @@ def outage_rows(outages: Sequence[TimedOutage], *, with_target: bool) -> str:
     for o, t in outages:
         duration = human_duration(t.known) + (
             "" if t.unknown < 1 else f" (+{human_duration(t.unknown)} unknown)")
-        target = f"<td>{escape(o.target)}</td>" if with_target else ""
+        target = (f'<td data-label="target"><a href="/target/{quote(o.target)}">'
+                  f"{escape(o.target)}</a></td>" if with_target else "")
         rows.append(
             f'<tr class="{"down" if o.open else ""}" data-outage="{o.id}">{target}'
-            f"<td>{svg.hm(o.started_at)}</td>"
-            f"<td>{'ongoing' if o.ended_at is None else svg.hm(o.ended_at)}</td>"
-            f"<td>{duration}</td><td>{escape(o.cause.value)}"
+            f'<td data-label="started">{svg.hm(o.started_at)}</td>'
+            f'<td data-label="ended">{"ongoing" if o.ended_at is None else svg.hm(o.ended_at)}'
+            f'</td><td data-label="duration">{duration}</td>'
+            f'<td data-label="cause">{escape(o.cause.value)}'
             f"{' (maintenance)' if o.maintenance else ''}</td>"
-            f'<td class="msg">{escape(o.message)}</td></tr>')
+            f'<td class="msg" data-label="first error">{escape(o.message)}</td></tr>')
     columns = ("target " if with_target else "") + "started ended duration cause first error"
     head = "".join(f"<th>{c}</th>" for c in columns.replace("first error", "first_error")
                    .split()).replace("first_error", "first error")
@@ -260,11 +268,12 @@ def probe_table(probes: Sequence[ProbeResult]) -> str:
         result = "ok" if p.ok else f"{p.failure}" + (f" in {p.phase}" if p.phase else "")
         phases = ", ".join(f"{k} {v * 1000:.1f}" for k, v in p.phases.items() if v)
         rows.append(
-            f'<tr class="{"" if p.ok else "down"}"><td>{svg.hm(p.started_at)[11:]}:'
-            f"{int(p.started_at) % 60:02d}</td><td>{escape(result)}</td>"
-            f"<td>{'' if p.status is None else p.status}</td>"
-            f"<td>{p.duration * 1000:.0f} ms</td>"
-            f'<td class="ph-cell">{svg.phases_bar(p.phases, scale)}'
+            f'<tr class="{"" if p.ok else "down"}"><td data-label="time">'
+            f"{svg.hm(p.started_at)[11:]}:{int(p.started_at) % 60:02d}</td>"
+            f'<td data-label="result">{escape(result)}</td>'
+            f'<td data-label="status">{"" if p.status is None else p.status}</td>'
+            f'<td data-label="took">{p.duration * 1000:.0f} ms</td>'
+            f'<td class="ph-cell" data-label="phases">{svg.phases_bar(p.phases, scale)}'
             f'<span class="ph-text">{escape(phases)}{" ms" if phases else ""}</span>'
             f'{"" if p.ok else f"<br>{escape(p.message)}"}</td></tr>')
     keys = "".join(f'<span class="key"><svg viewBox="0 0 10 10" class="sw">'
@@ -366,5 +375,10 @@ svg.sw { width: .9em; height: .9em; vertical-align: middle; }
 .ph-text { font-size: .8em; color: var(--muted); }
 footer { margin-top: 2em; font-size: .85em; }
 @media (max-width: 40em) { body { padding: .5em; } td, th { padding: .25em .3em; }
-  .log td:nth-child(n+5), .log th:nth-child(n+5) { font-size: .85em; } }
+  /* the outage log as one block per outage, each value named */
+  table.log, table.log tbody, table.log tr, table.log td { display: block; }
+  table.log tr:first-child { display: none; }
+  table.log tr { border-bottom: 1px solid var(--line); padding: .3em 0; }
+  table.log td { border: 0; padding: .05em .3em; }
+  table.log td[data-label]::before { content: attr(data-label) ": "; color: var(--muted); } }
 """
