@@ -354,27 +354,32 @@ class Monitor:
                 "evidence": status["evidence"]}
 
     def targets_json(self) -> list[dict[str, Any]]:
-        out = []
-        for t in self.targets():
-            tracker = self.trackers.get(t.name)
-            last = self.last.get(t.name)
-            series = self.metrics.uptime_of(t.name)
-            out.append({
-                "name": t.name, "url": public_url(t.url), "kind": t.kind,
-                "interval_seconds": t.interval, "labels": dict(t.labels),
-                "state": (tracker.state if tracker else State.UNKNOWN).value,
-                "state_since": rfc3339(tracker.since) if tracker else None,
-                "last_result": None if last is None else {
-                    "at": rfc3339(last.started_at), "ok": last.ok,
-                    "failure": last.failure.value if last.failure else None,
-                    "phase": last.phase, "message": last.message, "status": last.status,
-                    "duration_seconds": round(last.duration, 6),
-                    "phases": {k: round(v, 6) for k, v in last.phases.items()},
-                    "cert_expires_at": rfc3339(last.cert_expiry),
-                },
-                "uptime": series,
-            })
-        return out
+        return [self._target_json(t) for t in self.targets()]
+
+    def target_json(self, name: str) -> dict[str, Any] | None:
+        """One target of `targets_json`, or None (a badge must not build them all)."""
+        found = next((t for t in self.config.targets if t.name == name), None)
+        return None if found is None or name not in self.trackers else self._target_json(found)
+
+    def _target_json(self, t: Target) -> dict[str, Any]:
+        tracker = self.trackers.get(t.name)
+        last = self.last.get(t.name)
+        series = self.metrics.uptime_of(t.name)
+        return {
+            "name": t.name, "url": public_url(t.url), "kind": t.kind,
+            "interval_seconds": t.interval, "labels": dict(t.labels),
+            "state": (tracker.state if tracker else State.UNKNOWN).value,
+            "state_since": rfc3339(tracker.since) if tracker else None,
+            "last_result": None if last is None else {
+                "at": rfc3339(last.started_at), "ok": last.ok,
+                "failure": last.failure.value if last.failure else None,
+                "phase": last.phase, "message": last.message, "status": last.status,
+                "duration_seconds": round(last.duration, 6),
+                "phases": {k: round(v, 6) for k, v in last.phases.items()},
+                "cert_expires_at": rfc3339(last.cert_expiry),
+            },
+            "uptime": series,
+        }
 
     async def outages(self, query: OutageQuery) -> list[tuple[Outage, OutageTime]]:
         try:
