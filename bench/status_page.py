@@ -170,7 +170,7 @@ async def one_size(count: int, n: int) -> None:
                                          targets=targets, history=found, listing=unpaged,
                                          peers=[], recent=[])
 
-            times, size = in_process(everything, max(1, n // 5))
+            times, size = in_process(everything, max(1, n // 5) if count <= 1000 else 1)
         print(f"  new page, all targets, no paging {figures(times)}   {size / 1024:8.0f} KiB"
               "  (in process)")
 

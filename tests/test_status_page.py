@@ -8,6 +8,7 @@ import contextlib
 import re
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -190,3 +191,22 @@ async def test_the_demo_tells_blocked_from_one_place_from_down_everywhere(
     gazprom = re.search(r'<tr data-target="gazprom">(.*?)</tr>', page)
     assert gazprom is not None and "up everywhere" in gazprom.group(1)
     assert '<th scope="col">demo-a</th><th scope="col">demo-b</th>' in page
+
+
+async def test_an_https_target_shows_its_certificate_days_and_probe_phases(
+        tmp_path: Path, https_server: HttpServer) -> None:
+    target = f"  - {{name: tls, url: '{https_server.url('/ok')}', verify_tls: false}}\n"
+    async with Daemon(config(tmp_path, target)) as daemon:
+        await daemon.wait_for_log(r"tls UP from lab")
+        _, api = await daemon.get_json("/api/v1/targets")
+        index = await daemon.get_text("/")
+        detail = await daemon.get_text("/target/tls")
+    expires = api["targets"][0]["last_result"]["cert_expires_at"]  # type: ignore[index]
+    days = (datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp()
+            - time.time()) / 86400
+    shown = re.search(r"certificate: (\d+) days left", index)
+    assert shown is not None and abs(int(shown.group(1)) - days) <= 1
+    # The recent probes of /target/NAME: each phase a titled rect of the stacked bar.
+    phases = re.findall(r'<rect class="ph ph\d" [^>]*><title>(\w+) [\d.]+ ms</title>', detail)
+    assert {"connect", "tls", "processing"} <= set(phases)
+    assert "<th>phases (ms)</th>" in detail
