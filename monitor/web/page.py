@@ -186,7 +186,8 @@ def render_index(*, location: str, now: float, offline: Mapping[str, Any] | None
                  listing: Listing, peers: Sequence[PeerView], recent: Sequence[TimedOutage],
                  trouble: str | None = None) -> str:
     counts = listing.counts
-    summary = " · ".join(f"{state_tag(s)} {counts.get(s, 0)}" for s in ("down", "unknown", "up"))
+    summary = " · ".join(f'<a href="{escape(listing.url(state=s, page=1))}">{state_tag(s)} '
+                         f"{counts.get(s, 0)}</a>" for s in ("down", "unknown", "up"))
     peer_cells = {}
     if peers:
         for t in targets:
@@ -265,7 +266,7 @@ def probe_table(probes: Sequence[ProbeResult]) -> str:
     scale = max(p.duration for p in probes) or 1.0
     rows = []
     for p in reversed(probes):  # newest first
-        result = "ok" if p.ok else f"{p.failure}" + (f" in {p.phase}" if p.phase else "")
+        result = "ok" if p.ok else f"{p.failure}" + (f" (in {p.phase})" if p.phase else "")
         phases = ", ".join(f"{k} {v * 1000:.1f}" for k, v in p.phases.items() if v)
         rows.append(
             f'<tr class="{"" if p.ok else "down"}"><td data-label="time">'
@@ -359,6 +360,8 @@ p.uptime { display: flex; flex-wrap: wrap; gap: .1em 1em; }
 svg.latency { width: 240px; max-width: 100%; height: 40px; }
 polyline { fill: none; stroke-width: 1.5; }
 .p50_ms { stroke: var(--fg); } .p95_ms { stroke: var(--muted); stroke-dasharray: 4 3; }
+circle.p50_ms { fill: var(--fg); } circle.p95_ms { fill: var(--muted); stroke: none; }
+.summary a { text-decoration: none; }
 .verdict.bad, p.verdict { font-weight: 600; } p.verdict::before { content: "⚑ "; }
 .scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; width: 100%; }

@@ -125,10 +125,11 @@ def latency_chart(hours: Sequence[LatencyHour]) -> str:
                 continue
             x = i * width / max(1, len(hours) - 1)
             segments[-1].append(f"{x:.1f},{height - 2 - value / top * (height - 4):.1f}")
-        # A lone hour between gaps is drawn as a short dash so that it shows.
+        # A lone hour between gaps is drawn as a dot so that it shows (p50 the bigger).
         return "".join(
             f'<polyline class="{pick}" points="{" ".join(s)}"/>' if len(s) > 1 else
-            f'<polyline class="{pick} dot" points="{_dash(s[0])}"/>'
+            f'<circle class="{pick} dot" cx="{s[0].split(",")[0]}" cy="{s[0].split(",")[1]}" '
+            f'r="{2.5 if pick == "p50_ms" else 1.8}"/>'
             for s in segments if s)
 
     title = "; ".join(f"{hm(h.start)[11:]} p50 {h.p50_ms:.0f} ms, p95 {h.p95_ms:.0f} ms"
@@ -138,10 +139,6 @@ def latency_chart(hours: Sequence[LatencyHour]) -> str:
             f'<title>{escape(title)}</title><line class="axis-line" x1="0" y1="{height - 1}" '
             f'x2="{width}" y2="{height - 1}"/>{line("p95_ms")}{line("p50_ms")}</svg>')
 
-
-def _dash(point: str) -> str:
-    x, y = (float(v) for v in point.split(","))
-    return f"{max(0.0, x - 4):.1f},{y:.1f} {x:.1f},{y:.1f}"
 
 
 def phases_bar(phases: Mapping[str, float], scale: float) -> str:
