@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from daemon import Daemon, free_port
 from history import Past, write_history
-from servers import HttpServer
+from servers import HttpServer, SilentServer
 
 from monitor.config import ConfigError, parse_config
 from monitor.demo import run_demo
@@ -210,3 +210,17 @@ async def test_an_https_target_shows_its_certificate_days_and_probe_phases(
     phases = re.findall(r'<rect class="ph ph\d" [^>]*><title>(\w+) [\d.]+ ms</title>', detail)
     assert {"connect", "tls", "processing"} <= set(phases)
     assert "<th>phases (ms)</th>" in detail
+
+
+async def test_a_peer_that_hangs_or_refuses_costs_its_timeout_and_shows_as_no_answer(
+        tmp_path: Path, http_server: HttpServer, silent_server: SilentServer,
+        refused_port: int) -> None:
+    target = f"  - {{name: site, url: '{http_server.url('/ok')}'}}\n"
+    peers = f"peers: ['{silent_server.url('', scheme='http')}', 'http://127.0.0.1:{refused_port}']"
+    async with Daemon(config(tmp_path, target, peers)) as daemon:
+        page = await daemon.get_text("/")  # answers although one peer never does
+        await daemon.wait_for_log(r"peer http://127\.0\.0\.1:\d+: no answer within the timeout")
+        await daemon.wait_for_log(rf"peer http://127\.0\.0\.1:{refused_port}: .*unknown")
+    row = re.search(r'<tr data-target="site">(.*?)</tr>', page)
+    assert row is not None and row.group(1).count(">no answer</td>") == 2
+    assert 'title="no answer within the timeout"' in row.group(1)
