@@ -123,6 +123,9 @@ async def test_recorded_outages_are_drawn_where_they_happened_and_the_api_stays_
               out.spans[r.dataset.outage] = {left: (b.left - box.left) / box.width,
                 width: b.width / box.width, title: r.querySelector('title').textContent};
             }
+            out.known = 0;
+            for (const r of svg.querySelectorAll('rect.span.up'))
+              out.known += r.getBoundingClientRect().width / box.width;
             const bars = {};
             for (const r of document.querySelectorAll('article[data-target=site] svg.days rect'))
               bars[r.dataset.day] = {down: +r.dataset.down,
@@ -133,6 +136,7 @@ async def test_recorded_outages_are_drawn_where_they_happened_and_the_api_stays_
     assert len(outages) == 3
     span = marks["end"] - marks["start"]
     assert span == pytest.approx(86400, abs=1)
+    assert marks["known"] == pytest.approx(1.0, abs=0.01)  # the monitor ran all day
     in_day = [o for o in outages if ts(o["ended_at"]) > marks["start"]]
     assert {str(o["id"]) for o in in_day} == set(marks["spans"])  # only the last 24 h
     for o in in_day:

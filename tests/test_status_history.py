@@ -74,3 +74,14 @@ async def test_history_answers_only_the_targets_asked_for(tmp_path: Path) -> Non
         assert set(found) == {"b", "c"} and len(found["b"].outages) == 1
         assert (await store.history("elsewhere", NOW, ["b"]))["b"].outages == ()
         assert set(await store.history(HERE, NOW)) == {"a", "b", "c"}
+
+
+async def test_the_last_day_is_known_only_while_the_monitor_ran(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    await write_history(path, HERE, ["a"], since=NOW - 3 * DAY, until=NOW - 10 * 3600)
+    await write_history(path, HERE, ["a"], since=NOW - 6 * 3600, until=NOW)  # a restart
+    with SqliteReader(path) as reader:
+        a = reader.history(HERE, NOW)["a"]
+    assert a.known_day == ((NOW - DAY, NOW - 10 * 3600), (NOW - 6 * 3600, NOW))
+    assert a.uptime["24h"] == 1.0  # the gap is unknown, not down
+    assert a.days[-1].known_seconds == pytest.approx(NOW - TODAY - 4 * 3600)

@@ -107,6 +107,9 @@ class TargetHistory:
     outages: tuple[Outage, ...]  # overlapping the days, newest first
     uptime: Mapping[str, float | None]  # window name (HISTORY_WINDOWS) -> ratio
     latency: tuple[LatencyHour, ...]  # the last 24 hours, oldest first
+    # When the last 24 hours were known (the monitor ran, after the first confirmation,
+    # outside maintenance): (start, end) pairs, oldest first. The rest is unknown, not up.
+    known_day: tuple[tuple[float, float], ...] = ()
 
 
 HISTORY_DAYS = 90

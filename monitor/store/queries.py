@@ -285,8 +285,20 @@ def select_history(
             outages=tuple(found),
             uptime=uptime,
             latency=latency.get(name, ()),
+            known_day=tuple(intersect(_known(runs, known, found, now), [(now - DAY, now)])),
         )
     return history
+
+
+def _known(
+    runs: Sequence[Interval], known_since: float | None, outages: Sequence[Outage], now: float
+) -> list[Interval]:
+    """Known time: the runs after the first confirmation, maintenance excluded."""
+    if known_since is None:
+        return []
+    spans = [(o.started_at, o.ended_at if o.ended_at is not None else now) for o in outages]
+    maintenance = union(s for s, o in zip(spans, outages, strict=True) if o.maintenance)
+    return subtract(intersect(runs, [(known_since, now)]), maintenance)
 
 
 def _days(
@@ -299,8 +311,7 @@ def _days(
     if known_since is None:
         return [DaySummary(start, 0.0, 0.0) for start, _ in days]
     spans = [(o.started_at, o.ended_at if o.ended_at is not None else now) for o in outages]
-    maintenance = union(s for s, o in zip(spans, outages, strict=True) if o.maintenance)
-    known = subtract(intersect(runs, [(known_since, now)]), maintenance)
+    known = _known(runs, known_since, outages, now)
     down = intersect(union(s for s, o in zip(spans, outages, strict=True)
                            if not o.maintenance), known)
     return [

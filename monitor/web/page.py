@@ -108,7 +108,7 @@ def target_card(t: Mapping[str, Any], h: TargetHistory | None, now: float, *,
         history = (
             f'<div class="strip">{svg.day_strip(h.days, h.outages, now)}'
             f'<div class="axis"><span>{len(h.days)} days ago</span><span>today</span></div></div>'
-            f'<div class="strip">{svg.timeline(h.outages, now)}'
+            f'<div class="strip">{svg.timeline(h.outages, now, h.known_day)}'
             '<div class="axis"><span>24 h ago</span><span>12 h</span><span>now</span></div>'
             "</div>")
         latest = next((x for x in reversed(h.latency) if x.p50_ms is not None), None)
@@ -305,7 +305,8 @@ def _footer() -> str:
             'height="10"/></svg> some downtime <svg viewBox="0 0 10 10" class="sw">'
             '<rect class="bar bad" width="10" height="10"/></svg> over 5% down '
             '<svg viewBox="0 0 10 10" class="sw"><rect class="bar nodata" y="7" width="10" '
-            'height="3"/></svg> no data. Times in UTC. Hover a bar for its outages.</p>'
+            'height="3"/></svg> no data. 24 hours: a dotted line where the monitor did not '
+            "run (unknown, not up). Times in UTC. Hover a bar for its outages.</p>"
             "</footer>")
 
 
@@ -353,6 +354,7 @@ svg.timeline { height: 16px; }
 .span.up { fill: var(--up); } .span.down { fill: var(--down); }
 .axis-line { stroke: var(--line); }
 .span.maint { fill: var(--unknown); } .tick { fill: var(--fg); }
+.unknown-line { stroke: var(--nodata); stroke-width: 1.5; stroke-dasharray: 3 3; }
 svg.defs { position: absolute; }
 p.uptime { display: flex; flex-wrap: wrap; gap: .1em 1em; }
 .w { white-space: nowrap; }

@@ -81,10 +81,18 @@ def day_strip(days: Sequence[DaySummary], outages: Sequence[Outage], now: float)
             f'role="img" aria-label="{label}">{"".join(bars)}</svg>')
 
 
-def timeline(outages: Sequence[Outage], now: float, span: float = DAY) -> str:
-    """The last `span` seconds to scale: a thin band, and outages drawn where they were as
+def timeline(outages: Sequence[Outage], now: float, known: Sequence[tuple[float, float]],
+             span: float = DAY) -> str:
+    """The last `span` seconds to scale: a thin band where the state was known (a dotted
+    line where it was not: the monitor did not run), and outages drawn where they were as
     full-height blocks (at least 3 units of 1000 wide, so that a short one stays visible)."""
     start = now - span
+    scale = TIMELINE_UNITS / span
+    band = "".join(
+        f'<rect class="span up" x="{(a - start) * scale:.2f}" y="3.5" '
+        f'width="{(b - a) * scale:.2f}" height="3"><title>known: {escape(hm(a))} – '
+        f"{escape(hm(b))} UTC</title></rect>"
+        for a, b in known if b > start)
     marks = []
     for o in outages:
         end = o.ended_at if o.ended_at is not None else now
@@ -104,7 +112,8 @@ def timeline(outages: Sequence[Outage], now: float, span: float = DAY) -> str:
     return (f'<svg class="timeline" viewBox="0 0 {TIMELINE_UNITS:.0f} 10" '
             f'preserveAspectRatio="none" role="img" data-start="{start:.3f}" '
             f'data-end="{now:.3f}" aria-label="last 24 hours: {len(marks)} outages">'
-            f'<rect class="span up" x="0" y="3.5" width="{TIMELINE_UNITS:.0f}" height="3"/>'
+            f'<line class="unknown-line" x1="0" y1="5" x2="{TIMELINE_UNITS:.0f}" y2="5"/>'
+            f"{band}"
             f"{ticks}{''.join(marks)}</svg>")
 
 
