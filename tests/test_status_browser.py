@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,15 @@ def screenshot(driver: Any, tmp_path: Path, name: str) -> Path:
 def open_page(driver: Any, url: str, css: str) -> None:
     driver.get(url)
     WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, css))
+
+
+def loaded(image_id: str) -> Callable[[Any], bool]:
+    """A wait condition: the image has loaded and has a size."""
+    def check(driver: Any) -> bool:
+        return bool(driver.execute_script(
+            "const i = document.getElementById(arguments[0]);"
+            "return i.complete && i.naturalWidth > 0;", image_id))
+    return check
 
 
 def ts(text: str) -> float:
@@ -167,9 +176,7 @@ async def test_badges_render_and_the_page_fits_a_phone_in_light_and_dark(
             browser.execute_script(
                 "const i = new Image(); i.id = arguments[1]; i.src = arguments[0];"
                 "document.body.append(i);", url, f"badge-{kind}")
-            WebDriverWait(browser, 20).until(lambda d, k=kind: d.execute_script(
-                "const i = document.getElementById(arguments[0]);"
-                "return i.complete && i.naturalWidth > 0;", f"badge-{k}"))
+            WebDriverWait(browser, 20).until(loaded(f"badge-{kind}"))
             sizes[kind] = browser.execute_script(
                 "const i = document.getElementById(arguments[0]);"
                 "return [i.naturalWidth, i.naturalHeight];", f"badge-{kind}")
