@@ -12,7 +12,7 @@ import logging
 import signal
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -46,10 +46,11 @@ from monitor.probes.http import DnsChannel
 from monitor.proxies import ProxyLog
 from monitor.scheduler import STALL, Scheduler
 from monitor.server import HostPolicy, Unavailable, build_app
-from monitor.store import Store, StoreError, open_store
+from monitor.store import Store, StoreError, TargetHistory, open_store
 from monitor.tasks import background, cancel, guarded_loop
 from monitor.timefmt import human_duration, rfc3339
 from monitor.tracker import TargetTracker
+from monitor.web.view import RecentResults
 
 log = logging.getLogger("monitor")
 
@@ -107,6 +108,7 @@ class Monitor:
         self.trackers: dict[str, TargetTracker] = {}
         self.last: dict[str, ProbeResult] = {}
         self.proxies = ProxyLog()  # a dead proxy's results are unknown: the log says so
+        self.recent = RecentResults()  # the phases on /target/NAME
         self.scheduler = Scheduler(self.tick, on_lateness=self.metrics.lateness.observe,
                                    on_skipped=self._skipped, clock=clock,
                                    max_in_flight=max_in_flight)
@@ -216,6 +218,7 @@ class Monitor:
         for name in removed:
             self.trackers.pop(name, None)
             self.last.pop(name, None)
+        self.recent.forget(removed)
         for target in self.config.targets:
             if target.name in removed:
                 self.connectivity.forget(target.url)
@@ -270,6 +273,7 @@ class Monitor:
             return
         self.last[target.name] = result
         self.proxies.observe(result)
+        self.recent.add(result)
         self.metrics.observe(result)
         self.store.record_result(self.location, result)
         transition = self.trackers[target.name].observe(result)
@@ -385,26 +389,32 @@ class Monitor:
                 "evidence": status["evidence"]}
 
     def targets_json(self) -> list[dict[str, Any]]:
-        out = []
-        for t in self.targets():
-            tracker = self.trackers.get(t.name)
-            last = self.last.get(t.name)
-            series = self.metrics.uptime_of(t.name)
-            out.append({
-                "name": t.name, "url": public_url(t.url), "kind": t.kind,
-                "interval_seconds": t.interval, "labels": dict(t.labels),
-                "state": (tracker.state if tracker else State.UNKNOWN).value,
-                "state_since": rfc3339(tracker.since) if tracker else None,
-                "last_result": None if last is None else {
-                    "at": rfc3339(last.started_at), "ok": last.ok,
-                    "failure": last.failure.value if last.failure else None,
-                    "phase": last.phase, "message": last.message, "status": last.status,
-                    "duration_seconds": round(last.duration, 6),
-                    "phases": {k: round(v, 6) for k, v in last.phases.items()},
-                },
-                "uptime": series,
-            })
-        return out
+        return [self._target_json(t) for t in self.targets()]
+
+    def target_json(self, name: str) -> dict[str, Any] | None:
+        """One target of `targets_json`, or None (a badge must not build them all)."""
+        found = next((t for t in self.config.targets if t.name == name), None)
+        return None if found is None or name not in self.trackers else self._target_json(found)
+
+    def _target_json(self, t: Target) -> dict[str, Any]:
+        tracker = self.trackers.get(t.name)
+        last = self.last.get(t.name)
+        series = self.metrics.uptime_of(t.name)
+        return {
+            "name": t.name, "url": public_url(t.url), "kind": t.kind,
+            "interval_seconds": t.interval, "labels": dict(t.labels),
+            "state": (tracker.state if tracker else State.UNKNOWN).value,
+            "state_since": rfc3339(tracker.since) if tracker else None,
+            "last_result": None if last is None else {
+                "at": rfc3339(last.started_at), "ok": last.ok,
+                "failure": last.failure.value if last.failure else None,
+                "phase": last.phase, "message": last.message, "status": last.status,
+                "duration_seconds": round(last.duration, 6),
+                "phases": {k: round(v, 6) for k, v in last.phases.items()},
+                "cert_expires_at": rfc3339(last.cert_expiry),
+            },
+            "uptime": series,
+        }
 
     async def outages(self, query: OutageQuery) -> list[tuple[Outage, OutageTime]]:
         try:
@@ -413,6 +423,15 @@ class Monitor:
             return list(zip(found, times, strict=True))
         except StoreError as exc:
             raise Unavailable(str(exc)) from exc
+
+    async def history(self, names: Collection[str]) -> Mapping[str, TargetHistory]:
+        try:
+            return await self.store.history(self.location, self._clock(), names)
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from exc
+
+    def recent_results(self, name: str) -> list[ProbeResult]:
+        return self.recent.of(name)
 
 
 # --- the daemon process ----------------------------------------------------------------------
@@ -468,7 +487,9 @@ async def running_monitor(
         # read timeout too (aiohttp closes a connection still waiting for a whole request).
         runner = web.AppRunner(build_app(monitor, monitor.registry, config.server.token,
                                          exposition=monitor.metrics.exposition,
-                                         hosts=HostPolicy(host, config.server.allowed_hosts)),
+                                         hosts=HostPolicy(host, config.server.allowed_hosts),
+                                         public_status=config.server.public_status,
+                                         peers=config.server.peers),
                                access_log=None, handle_signals=False,
                                keepalive_timeout=config.limits.server_header_timeout)
         stack.push_async_callback(runner.cleanup)  # safe before setup() too

@@ -48,6 +48,8 @@ class ServerConfig:
     token: str | None = None  # optional bearer token required on every path but /healthz
     allowed_hosts: tuple[str, ...] = ()  # Host names served beyond the local ones; "*" = any
     allow_public_without_token: bool = False  # listen beyond loopback with no token
+    public_status: bool = False  # status pages and badges without the token
+    peers: tuple[str, ...] = ()  # other monitors' base URLs, for the location matrix
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +236,8 @@ _TOP_KEYS = (
     "notifiers",
     "maintenance",
 )
-_SERVER_KEYS = ("listen", "port", "token", "allowed_hosts", "allow_public_without_token")
+_SERVER_KEYS = ("listen", "port", "token", "allowed_hosts", "allow_public_without_token",
+                "public_status", "peers")
 _STORE_KEYS = ("path", "retention")
 _RETENTION_KEYS = ("minutes", "hours", "outages")
 _METRICS_KEYS = ("duration_buckets", "per_target_histogram")
@@ -739,7 +742,23 @@ class _Parser:
                 items, "allow_public_without_token", "server", self.boolean,
                 default.allow_public_without_token,
             ),
+            public_status=self.field(
+                items, "public_status", "server", self.boolean, default.public_status
+            ),
+            peers=self.field(items, "peers", "server", self.peer_urls, ()),
         )
+
+    def peer_urls(self, node: Node, path: str) -> tuple[str, ...]:
+        """Other monitors' base URLs (http://host:port), each reported where it is wrong."""
+        if not isinstance(node, SequenceNode):
+            raise _Invalid(f"must be a list of URLs, got {_what(node)}")
+        urls: list[str] = []
+        for i, item in enumerate(node.value):
+            with contextlib.suppress(_Reported):
+                urls.append(self.attempt(self.url, item, f"{path}[{i}]").rstrip("/"))
+        if len(urls) < len(node.value):
+            raise _Reported
+        return tuple(urls)
 
     def token(self, node: Node, path: str) -> str | None:
         if _is_null(node):

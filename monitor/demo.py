@@ -198,7 +198,9 @@ async def run_demo(*, port: int = 9321, cycle: float = 180.0, data_dir: str | No
         configs = [
             Config(source="<demo>", location=location,
                    server=ServerConfig(listen=listen, port=port + i,
-                                       allowed_hosts=allowed_hosts),
+                                       allowed_hosts=allowed_hosts,
+                                       # each monitor's page shows the other's view too
+                                       peers=(f"http://127.0.0.1:{port + 1 - i}",)),
                    store=StoreConfig(path=str(data / f"{location}.db")),
                    metrics=MetricsConfig(duration_buckets=DEMO_BUCKETS),
                    targets=tuple(replace(t, source_address=source) for t in targets))

@@ -17,9 +17,8 @@ import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from html import escape
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -30,6 +29,10 @@ from yarl import URL
 
 from monitor.model import Outage, OutageQuery, OutageTime
 from monitor.timefmt import human_duration, parse_duration, rfc3339
+from monitor.web.peers import Peers
+from monitor.web.routes import add_status_routes, is_public
+from monitor.web.view import StatusView
+from monitor.web.view import Unavailable as Unavailable  # raised by the daemon's view
 
 log = logging.getLogger("monitor.server")
 
@@ -72,36 +75,25 @@ def duration_text(t: OutageTime) -> str:
     return text if t.unknown < 1 else f"{text} (+{human_duration(t.unknown)} unknown)"
 
 
-TimedOutage = tuple[Outage, OutageTime]
+class View(StatusView, Protocol):
+    """What the server may ask of the daemon: what the pages may (`StatusView`: its live
+    state and history), and a reload."""
 
-
-class Unavailable(Exception):
-    """The daemon cannot answer from its history right now (the store cannot be read)."""
-
-
-class View(Protocol):
-    """What the server may ask of the daemon."""
-
-    location: str
-
-    def now(self) -> float: ...
-    def targets_json(self) -> list[dict[str, Any]]: ...
-    def offline_json(self) -> dict[str, Any] | None: ...
-    async def outages(self, query: OutageQuery) -> list[TimedOutage]:
-        """This monitor's outages `query` asks for, newest first, each with its known and
-        unknown time as of now. Raises Unavailable when the history cannot be read."""
     async def reload(self) -> tuple[bool, list[str]]: ...
 
 
 def build_app(view: View, registry: CollectorRegistry, token: str | None = None, *,
               exposition: Callable[[], AsyncIterator[bytes]] | None = None,
-              hosts: HostPolicy | None = None) -> web.Application:
+              hosts: HostPolicy | None = None, public_status: bool = False,
+              peers: Sequence[str] = ()) -> web.Application:
     """`exposition` renders /metrics in pieces (Metrics.exposition); default: the registry.
 
     `hosts` decides which Host headers are served; default: loopback names only.
+    `public_status` serves the status pages and badges without the token; `peers` are
+    other monitors' base URLs, asked for their targets' states (with the same token).
     """
     policy = hosts or HostPolicy("127.0.0.1")
-    middlewares = [_host_check(policy)] + ([_auth(token)] if token else [])
+    middlewares = [_host_check(policy)] + ([_auth(token, public_status)] if token else [])
     app = web.Application(middlewares=middlewares)
     routes = web.RouteTableDef()
     reload_once = SingleFlight(view.reload)
@@ -151,18 +143,8 @@ def build_app(view: View, registry: CollectorRegistry, token: str | None = None,
                          headers=RETRY)
         return _json({"outages": [outage_json(o, t) for o, t in found]})
 
-    @routes.get("/")
-    async def status_page(request: web.Request) -> web.Response:
-        # Live state comes from memory; only the outage list needs the history.
-        try:
-            recent = await view.outages(OutageQuery(since=view.now() - 30 * 86400))
-        except Unavailable as exc:
-            return web.Response(text=render_status_page(view, [], trouble=str(exc)),
-                                status=503, content_type="text/html", headers=RETRY)
-        return web.Response(text=render_status_page(view, recent[:20]),
-                            content_type="text/html")
-
     app.add_routes(routes)
+    add_status_routes(app, view, Peers(peers, token))  # /, /target/NAME, /badge/...
     return app
 
 
@@ -342,13 +324,14 @@ class SingleFlight:
                     await task
 
 
-def _auth(token: str) -> Middleware:
-    """Bearer token on everything but /healthz (so container health checks need no secret)."""
+def _auth(token: str, public_status: bool = False) -> Middleware:
+    """Bearer token on everything but /healthz (so container health checks need no secret),
+    and but the status pages and badges when `public_status`."""
     expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != "/healthz":
+        if request.path != "/healthz" and not (public_status and is_public(request.path)):
             # Header bytes that are not UTF-8 arrive as surrogates: compare them, never fail.
             given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
@@ -357,67 +340,3 @@ def _auth(token: str) -> Middleware:
         return await handler(request)
 
     return middleware
-
-
-def render_status_page(view: View, outages: list[TimedOutage], trouble: str | None = None
-                       ) -> str:
-    """The page; `trouble` (the history cannot be read) replaces the outage list."""
-    rows = []
-    for t in view.targets_json():
-        state = t["state"]
-        last = t.get("last_result") or {}
-        detail = "" if last.get("ok", True) else f"{last.get('failure')}: {last.get('message')}"
-        ratio = (t.get("uptime") or {}).get("30d")
-        rows.append(
-            f"<tr class='{escape(state)}'><td>{escape(t['name'])}</td>"
-            f"<td>{escape(t['url'])}</td><td class='state'>{escape(state.upper())}</td>"
-            f"<td>{escape(t.get('state_since') or '')}</td>"
-            f"<td>{'' if ratio is None else f'{ratio * 100:.3f}%'}</td>"
-            f"<td>{escape(detail)}</td></tr>")
-    now = view.now()
-    outage_rows = [
-        f"<tr class='{'down' if o.open else ''}'><td>{escape(o.target)}</td>"
-        f"<td>{rfc3339(o.started_at)}</td><td>{rfc3339(o.ended_at) or 'ongoing'}</td>"
-        f"<td>{duration_text(t)}</td><td>{escape(o.cause.value)}"
-        f"{' (maintenance)' if o.maintenance else ''}</td><td>{escape(o.message)}</td></tr>"
-        for o, t in outages]
-    if trouble is not None:
-        outage_rows = [f"<tr class='down'><td colspan=6>The outage history is unavailable: "
-                       f"{escape(trouble)}. Probing goes on; see the daemon's log.</td></tr>"]
-    offline = view.offline_json()
-    banner = "" if offline is None else (
-        f"<p class='offline'>This monitor is offline since {escape(offline['since'] or '')}: "
-        f"{escape(offline['evidence'])}. Results count as unknown until it is back.</p>")
-    return _PAGE.format(location=escape(view.location), rows="\n".join(rows), banner=banner,
-                        outages="\n".join(outage_rows) or "<tr><td colspan=6>none</td></tr>",
-                        now=rfc3339(now))
-
-
-_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="30">
-<title>monitor — {location}</title>
-<style>
-body {{ font: 14px system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; width: 100%; }}
-td, th {{ padding: .4em .8em; border-bottom: 1px solid #ddd; text-align: left; }}
-td:not(:last-child) {{ white-space: nowrap; }}
-tr.up .state {{ color: #fff; background: #2e7d32; }}
-tr.down .state {{ color: #fff; background: #c62828; }}
-tr.unknown .state {{ color: #fff; background: #757575; }}
-h2 {{ margin-top: 2em; font-size: 1.1em; }}
-.offline {{ padding: .6em; color: #fff; background: #e65100; }}
-</style></head><body>
-<h1>Status from {location}</h1>
-{banner}
-<p>{now} · <a href="/api/v1/targets">targets JSON</a> · <a href="/api/v1/outages">outages JSON</a>
- · <a href="/metrics">metrics</a></p>
-<table><tr><th>target</th><th>url</th><th>state</th><th>since</th><th>uptime 30d</th>
-<th>last error</th></tr>
-{rows}
-</table>
-<h2>Outages in the last 30 days</h2>
-<table><tr><th>target</th><th>started</th><th>ended</th><th>duration</th><th>cause</th>
-<th>first error</th></tr>
-{outages}
-</table></body></html>
-"""

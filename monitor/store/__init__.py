@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from monitor.store.base import (
+    DaySummary,
+    LatencyHour,
     Notification,
     Notifications,
     Outbox,
@@ -22,6 +24,7 @@ from monitor.store.base import (
     Retention,
     Store,
     StoreError,
+    TargetHistory,
     TargetReport,
 )
 from monitor.store.outbox import SqliteOutbox
@@ -29,6 +32,8 @@ from monitor.store.reader import SqliteReader
 from monitor.store.sqlite import SqliteStore
 
 __all__ = [
+    "DaySummary",
+    "LatencyHour",
     "Notification",
     "Notifications",
     "Outbox",
@@ -40,6 +45,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreSettings",
+    "TargetHistory",
     "TargetReport",
     "open_store",
 ]

@@ -79,6 +79,44 @@ class OutboxRow:
     created_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class DaySummary:
+    """One UTC day of a target's history (known time only; the last day ends at `now`)."""
+
+    start: float  # POSIX time the day starts (00:00 UTC)
+    known_seconds: float
+    downtime_seconds: float  # maintenance excluded
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyHour:
+    """Latency of successful probes in one hour, from the minute rollups: the median and
+    95th percentile of the per-minute mean latencies (the rollups keep no single probes)."""
+
+    start: float
+    p50_ms: float | None  # None: no successful probe in the hour
+    p95_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetHistory:
+    """What the status page shows of one target's past, from one location."""
+
+    target: str
+    days: tuple[DaySummary, ...]  # oldest first; the last one is today
+    outages: tuple[Outage, ...]  # overlapping the days, newest first
+    uptime: Mapping[str, float | None]  # window name (HISTORY_WINDOWS) -> ratio
+    latency: tuple[LatencyHour, ...]  # the last 24 hours, oldest first
+    # When the last 24 hours were known (the monitor ran, after the first confirmation,
+    # outside maintenance): (start, end) pairs, oldest first. The rest is unknown, not up.
+    known_day: tuple[tuple[float, float], ...] = ()
+
+
+HISTORY_DAYS = 90
+HISTORY_WINDOWS: Mapping[str, float] = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY,
+                                         "90d": 90 * DAY}
+
+
 # Builds the notifications of an outage once the store has given it its id.
 Notifications = Callable[[Outage], Iterable[Notification]]
 
@@ -175,6 +213,13 @@ class Store(Protocol):
     async def report(
         self, since: float, now: float, location: str | None = None
     ) -> list[TargetReport]: ...
+
+    async def history(
+        self, location: str, now: float, targets: Collection[str] | None = None
+    ) -> dict[str, TargetHistory]:
+        """Per-day downtime over HISTORY_DAYS, outages, uptime over HISTORY_WINDOWS and
+        hourly latency over 24 h of `targets` (default: all) from `location`. Latency of
+        the current minute shows once its rollup is written."""
 
     async def start_run(self, location: str, now: float) -> int:
         """Record that the monitor started; returns the run id."""

@@ -17,15 +17,32 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Collection, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from monitor.model import Failure, Outage, OutageQuery, OutageTime, State
-from monitor.store.base import OutboxRow, TargetReport
-from monitor.store.schema import OUTBOX_VERSION, check_size, version_of
-from monitor.store.uptime import Interval, outage_time, summarize
+from monitor.store.base import (
+    DAY,
+    HISTORY_DAYS,
+    HISTORY_WINDOWS,
+    DaySummary,
+    LatencyHour,
+    OutboxRow,
+    TargetHistory,
+    TargetReport,
+)
+from monitor.store.schema import FAILURE_COLUMNS, OUTBOX_VERSION, check_size, version_of
+from monitor.store.uptime import (
+    Interval,
+    intersect,
+    outage_time,
+    subtract,
+    summarize,
+    total,
+    union,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +109,17 @@ def _newest_first(outage: Outage) -> tuple[float, int]:
 
 
 def select_outages(
-    db: sqlite3.Connection, query: OutageQuery, unwritten: Unwritten = NOTHING
+    db: sqlite3.Connection,
+    query: OutageQuery,
+    unwritten: Unwritten = NOTHING,
+    *,
+    targets: Collection[str] | None = None,
 ) -> list[Outage]:
-    """The outages `query` asks for, newest first."""
+    """The outages `query` asks for, newest first; only of `targets` when given."""
     where, args = _outage_where(query)
+    if targets is not None:
+        where += f" AND target IN ({', '.join('?' * len(targets))})"
+        args += list(targets)
     sql = f"SELECT {_OUTAGE_COLUMNS} FROM outages WHERE {where} ORDER BY started_at DESC, id DESC"
     if query.limit is not None:
         # Each unwritten outage can push at most one row of the file out of the answer.
@@ -104,7 +128,11 @@ def select_outages(
     found = [_outage(row) for row in db.execute(sql, args)]
     if unwritten.outages:
         found = [o for o in found if o.id not in unwritten.outages]
-        found += [o for o in unwritten.outages.values() if query.matches(o)]
+        found += [
+            o
+            for o in unwritten.outages.values()
+            if query.matches(o) and (targets is None or o.target in targets)
+        ]
         found.sort(key=_newest_first)
     return found if query.limit is None else found[: query.limit]
 
@@ -197,6 +225,139 @@ def select_report(
         )
         for t, loc in sorted(keys)
     ]
+
+
+def select_history(
+    db: sqlite3.Connection,
+    location: str,
+    now: float,
+    *,
+    targets: Collection[str] | None = None,
+    unwritten: Unwritten = NOTHING,
+) -> dict[str, TargetHistory]:
+    """The status page's history of `targets` (default: all) from `location`: one query per
+    table, then interval arithmetic per target (see `TargetHistory`)."""
+    today = now - now % DAY
+    first = today - (HISTORY_DAYS - 1) * DAY
+    since = min(first, now - max(HISTORY_WINDOWS.values()))
+    days = [(first + i * DAY, min(first + (i + 1) * DAY, now)) for i in range(HISTORY_DAYS)]
+    wanted = None if targets is None else set(targets)
+    runs = union(select_runs(db, now, location=location, unwritten=unwritten).get(location, []))
+    # Ask SQLite for the wanted targets only: a page shows 50 of maybe 10,000.
+    only, names_args = "", []
+    if wanted is not None:
+        only = f" AND target IN ({', '.join('?' * len(wanted))})"
+        names_args = sorted(wanted)
+    known_since: dict[str, float] = {
+        t: known
+        for t, known in db.execute(
+            "SELECT target, known_since FROM target_state WHERE location = ? "
+            "AND known_since IS NOT NULL" + only,
+            [location, *names_args],
+        )
+    }
+    for (t, loc), at in unwritten.known_since.items():
+        if loc == location and t not in known_since:
+            known_since[t] = at
+    outages: dict[str, list[Outage]] = {}
+    query = OutageQuery(location=location, since=since, until=now, limit=None)
+    for outage in select_outages(db, query, unwritten, targets=wanted):
+        outages.setdefault(outage.target, []).append(outage)
+    names = set(known_since) | set(outages) if wanted is None else wanted
+    latency = select_latency(db, location, now, targets=wanted)
+    # Known time per day is the same for every target confirmed before the window.
+    shared = [total(intersect(runs, [day])) for day in days]
+    history = {}
+    for name in sorted(names):
+        found = outages.get(name, [])
+        known = known_since.get(name)
+        if found or known is None or known > first:
+            summaries = _days(days, runs, known, found, now)
+        else:
+            summaries = [DaySummary(d[0], k, 0.0) for d, k in zip(days, shared, strict=True)]
+        uptime = {
+            window: summarize(name, location, runs, known, found, now - seconds, now).uptime
+            for window, seconds in HISTORY_WINDOWS.items()
+        }
+        history[name] = TargetHistory(
+            target=name,
+            days=tuple(summaries),
+            outages=tuple(found),
+            uptime=uptime,
+            latency=latency.get(name, ()),
+            known_day=tuple(intersect(_known(runs, known, found, now), [(now - DAY, now)])),
+        )
+    return history
+
+
+def _known(
+    runs: Sequence[Interval], known_since: float | None, outages: Sequence[Outage], now: float
+) -> list[Interval]:
+    """Known time: the runs after the first confirmation, maintenance excluded."""
+    if known_since is None:
+        return []
+    spans = [(o.started_at, o.ended_at if o.ended_at is not None else now) for o in outages]
+    maintenance = union(s for s, o in zip(spans, outages, strict=True) if o.maintenance)
+    return subtract(intersect(runs, [(known_since, now)]), maintenance)
+
+
+def _days(
+    days: Sequence[Interval],
+    runs: Sequence[Interval],
+    known_since: float | None,
+    outages: Sequence[Outage],
+    now: float,
+) -> list[DaySummary]:
+    if known_since is None:
+        return [DaySummary(start, 0.0, 0.0) for start, _ in days]
+    spans = [(o.started_at, o.ended_at if o.ended_at is not None else now) for o in outages]
+    known = _known(runs, known_since, outages, now)
+    down = intersect(union(s for s, o in zip(spans, outages, strict=True)
+                           if not o.maintenance), known)
+    return [
+        DaySummary(day[0], total(intersect(known, [day])), total(intersect(down, [day])))
+        for day in days
+    ]
+
+
+def select_latency(
+    db: sqlite3.Connection,
+    location: str,
+    now: float,
+    *,
+    targets: Collection[str] | None = None,
+) -> dict[str, tuple[LatencyHour, ...]]:
+    """Per target, 24 hours (oldest first) of the median and 95th percentile of the minute
+    rollups' mean latency of successful probes; the ranking runs inside SQLite."""
+    hour0 = now - now % 3600 - 23 * 3600
+    failed = " + ".join(FAILURE_COLUMNS.values())
+    where, args = "s.location = ? AND m.bucket >= ?", [location, hour0]
+    if targets is not None:
+        where += f" AND s.target IN ({', '.join('?' * len(targets))})"
+        args += list(targets)
+    sql = f"""WITH minutes AS (
+            SELECT s.target AS target, m.bucket - m.bucket % 3600 AS hour,
+                1.0 * m.latency_sum_ms / (m.probes - ({failed})) AS ms
+            FROM rollup_minute m JOIN series s ON s.id = m.series
+            WHERE {where} AND m.probes > {failed}),
+        ranked AS (
+            SELECT target, hour, ms,
+                row_number() OVER (PARTITION BY target, hour ORDER BY ms) AS rank,
+                count(*) OVER (PARTITION BY target, hour) AS n
+            FROM minutes)
+        SELECT target, hour, max(CASE WHEN rank = (n + 1) / 2 THEN ms END),
+            max(CASE WHEN rank = max(1, CAST(0.95 * n + 0.999999 AS INTEGER)) THEN ms END)
+        FROM ranked GROUP BY target, hour"""
+    found: dict[str, dict[float, LatencyHour]] = {}
+    for target, hour, p50, p95 in db.execute(sql, args):
+        found.setdefault(target, {})[hour] = LatencyHour(hour, p50, p95)
+    return {
+        target: tuple(
+            hours.get(hour0 + i * 3600, LatencyHour(hour0 + i * 3600, None, None))
+            for i in range(24)
+        )
+        for target, hours in found.items()
+    }
 
 
 def select_pending_outbox(db: sqlite3.Connection) -> list[OutboxRow]:

@@ -8,13 +8,18 @@ queries as the daemon's store, on the file alone.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from monitor.model import Outage, OutageQuery, OutageTime
-from monitor.store.base import StoreError, TargetReport
-from monitor.store.queries import select_outage_times, select_outages, select_report
+from monitor.store.base import StoreError, TargetHistory, TargetReport
+from monitor.store.queries import (
+    select_history,
+    select_outage_times,
+    select_outages,
+    select_report,
+)
 from monitor.store.schema import check_size, read_trouble, version_of
 
 T = TypeVar("T")
@@ -72,3 +77,11 @@ class SqliteReader:
         if self._empty:
             return []
         return self._read(select_report, since, now, location=location)
+
+    def history(
+        self, location: str, now: float, targets: Collection[str] | None = None
+    ) -> dict[str, TargetHistory]:
+        """See `Store.history`."""
+        if self._empty:
+            return {}
+        return self._read(select_history, location, now, targets=targets)

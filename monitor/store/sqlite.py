@@ -36,14 +36,21 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from monitor.model import Failure, Outage, OutageQuery, OutageTime, ProbeResult, State, Transition
-from monitor.store.base import Notification, Notifications, Retention, StoreError, TargetReport
+from monitor.store.base import (
+    Notification,
+    Notifications,
+    Retention,
+    StoreError,
+    TargetHistory,
+    TargetReport,
+)
 from monitor.store.files import make_private_dirs
 from monitor.store.outbox import SqliteOutbox
 from monitor.store.queries import (
@@ -51,6 +58,7 @@ from monitor.store.queries import (
     RunPeriod,
     Unwritten,
     load,
+    select_history,
     select_outage_times,
     select_outages,
     select_report,
@@ -409,6 +417,11 @@ class SqliteStore:
         self, since: float, now: float, location: str | None = None
     ) -> list[TargetReport]:
         return await self._read(select_report, since, now, location=location)
+
+    async def history(
+        self, location: str, now: float, targets: Collection[str] | None = None
+    ) -> dict[str, TargetHistory]:
+        return await self._read(select_history, location, now, targets=targets)
 
 
 # --- the changes this module queues (run in the store thread, inside a batch) ------------
