@@ -227,7 +227,7 @@ class Monitor:
             if tracker is None:
                 self.trackers[t.name] = TargetTracker(down_after=t.down_after, up_after=t.up_after)
             else:
-                tracker.down_after, tracker.up_after = t.down_after, t.up_after
+                self.trackers[t.name] = tracker.with_thresholds(t.down_after, t.up_after)
         self.metrics.set_targets(targets)
         if (config.notifiers, config.maintenance) != (self.config.notifiers,
                                                       self.config.maintenance):

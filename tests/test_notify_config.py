@@ -9,7 +9,7 @@ import pytest
 
 from monitor.notify.base import Message, redact, url_secrets
 from monitor.notify.messages import Templates, format_duration, notify_test_message
-from monitor.notify.registry import build_notifier, build_notifiers
+from monitor.notify.registry import build_notifier
 from monitor.timefmt import parse_duration
 
 HOOK = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXX"
@@ -154,16 +154,6 @@ def test_invalid_settings(kind, settings, message):
     with pytest.raises(ValueError) as caught:
         build_notifier("ops", kind, settings)
     assert str(caught.value) == message
-
-
-def test_build_notifiers_from_a_section():
-    notifiers = build_notifiers(
-        {"chat": {"type": "slack", "url": HOOK}, "pd": {"type": "pagerduty", "routing_key": "k"}}
-    )
-    assert sorted(notifiers) == ["chat", "pd"]
-    assert notifiers["chat"].name == "chat"
-    with pytest.raises(ValueError, match=r"^notifiers\.x\.type: required$"):
-        build_notifiers({"x": {"url": HOOK}})
 
 
 def test_redact_and_url_secrets():

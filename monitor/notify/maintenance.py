@@ -16,7 +16,7 @@ Imports: stdlib, croniter, monitor.timefmt.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,15 +57,6 @@ class Window:
 
 def in_maintenance(windows: Iterable[Window], target: str, at: float) -> bool:
     return any(w.applies_to(target) and w.covers(at) for w in windows)
-
-
-def parse_windows(raw: Sequence[Mapping[str, Any]] | None) -> list[Window]:
-    """Windows from the `maintenance:` config list; errors read `maintenance[0].cron: ...`."""
-    if raw is None:
-        return []
-    if not isinstance(raw, Sequence) or isinstance(raw, str):
-        raise ValueError("maintenance: must be a list of windows")
-    return [parse_window(item, f"maintenance[{i}]") for i, item in enumerate(raw)]
 
 
 def parse_window(item: Any, where: str) -> Window:

@@ -54,16 +54,3 @@ def build_notifier(name: str, type: str, settings: Mapping[str, Any]) -> Notifie
     notifier = cls(name, reader)
     reader.finish()
     return notifier
-
-
-def build_notifiers(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, Notifier]:
-    """All notifiers of a `notifiers:` section: `{name: {type: ..., ...settings}}`."""
-    notifiers: dict[str, Notifier] = {}
-    for name, settings in raw.items():
-        if not isinstance(settings, Mapping):
-            raise ValueError(f"notifiers.{name}: must be a mapping")
-        kind = settings.get("type")
-        if not isinstance(kind, str):
-            raise ValueError(f"notifiers.{name}.type: required")
-        notifiers[name] = build_notifier(name, kind, settings)
-    return notifiers
