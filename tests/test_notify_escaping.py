@@ -39,14 +39,14 @@ DOWN = Message(
     key="42:down",
     target="rt",
     location="msk",
-    url="https://rt.com/",
+    url="https://rt.example/",
     cause="http",
     error=HOSTILE,
     since=datetime(2026, 3, 1, 2, 0, tzinfo=UTC).timestamp(),
     duration=None,
     outage_id=42,
 )
-TEXT = f"rt is down from msk since 2026-03-01 02:00:00 UTC.\nCause: http: {LINE}\nhttps://rt.com/"
+TEXT = f"rt is down from msk since 2026-03-01 02:00:00 UTC.\nCause: http: {LINE}\nhttps://rt.example/"
 
 
 @pytest_asyncio.fixture
@@ -83,8 +83,8 @@ def test_markdown_escapes_everything_but_full_addresses() -> None:
         "\\[a\\]\\(https://e.example/x\\) @\u200beveryone \\<@1\\> \\*\\*b\\*\\* \\_i\\_ "
         "\\`c\\` \\|\\|s\\|\\| \\\\"
     )
-    assert markdown("# h\n- item\n> q\n1. first\nhttps://rt.com/a_b*c") == (
-        "\\# h\n\\- item\n\\> q\n1\\. first\nhttps://rt.com/a_b\\*c"
+    assert markdown("# h\n- item\n> q\n1. first\nhttps://rt.example/a_b*c") == (
+        "\\# h\n\\- item\n\\> q\n1\\. first\nhttps://rt.example/a_b\\*c"
     )
     assert slack("<!channel> <https://e|x> &") == "&lt;!channel&gt; &lt;https://e|x&gt; &amp;"
     assert html("<b>@admin</b> & a@b") == f"&lt;b&gt;@{ZWSP}admin&lt;/b&gt; &amp; a@{ZWSP}b"
@@ -173,7 +173,7 @@ async def test_ntfy(receiver: Receiver, session: aiohttp.ClientSession) -> None:
     assert got.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert not {"Markdown", "X-Markdown", "Actions", "Attach", "Email", "Call"} & set(got.headers)
     assert got.headers["Title"] == "DOWN: rt from msk"
-    assert got.headers["Click"] == "https://rt.com/"  # from the config, never the error
+    assert got.headers["Click"] == "https://rt.example/"  # from the config, never the error
     assert got.text == TEXT
 
 
@@ -212,7 +212,7 @@ async def test_alertmanager(receiver: Receiver, session: aiohttp.ClientSession) 
     (alert,) = receiver.received[0].json()
     assert alert["annotations"]["error"] == LINE
     assert alert["annotations"]["description"] == TEXT
-    assert alert["generatorURL"] == "https://rt.com/"  # the UI's link: from the config only
+    assert alert["generatorURL"] == "https://rt.example/"  # the UI's link: from the config only
     assert [s for s in strings(alert) if "\r" in s or "\x1b" in s] == []
 
 
@@ -223,8 +223,8 @@ async def test_pagerduty(receiver: Receiver, session: aiohttp.ClientSession) -> 
     await notifier.send(DOWN, session)
     event = receiver.received[0].json()
     assert event["payload"]["summary"] == f"DOWN: rt from msk: {LINE}"
-    assert event["payload"]["custom_details"] == {"text": TEXT, "url": "https://rt.com/"}
-    assert event["links"] == [{"href": "https://rt.com/", "text": "rt"}]  # the config's only
+    assert event["payload"]["custom_details"] == {"text": TEXT, "url": "https://rt.example/"}
+    assert event["links"] == [{"href": "https://rt.example/", "text": "rt"}]  # the config's only
     assert [s for s in strings(event) if "\r" in s or "\x1b" in s] == []
 
 
