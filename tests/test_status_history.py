@@ -11,6 +11,8 @@ from history import Past, probe, write_history
 from monitor.model import Failure
 from monitor.store import SqliteReader, SqliteStore
 from monitor.store.base import DAY, HISTORY_DAYS
+from monitor.store.queries import quantile
+from monitor.store.schema import LATENCY_BOUNDS_MS, LATENCY_COLUMNS
 
 NOW = 1_764_460_800.0 + 15 * 3600 + 1800  # 2025-11-30 15:30 UTC
 TODAY = NOW - NOW % DAY
@@ -45,13 +47,13 @@ async def test_days_split_an_outage_across_midnight_and_count_only_known_time(
     assert b.uptime["24h"] == 1.0
 
 
-async def test_latency_hours_are_percentiles_of_the_minute_means(tmp_path: Path) -> None:
+async def test_latency_hours_are_percentiles_of_the_probes(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     hour = NOW - NOW % 3600 - 3 * 3600
-    # 20 minutes of that hour with means 1..20 ms (two probes a minute), one failure that
-    # must not count, and nothing the other hours.
-    results = [probe("a", hour + m * 60 + s, ms=m + 1 + d)
-               for m in range(20) for s, d in ((1, -0.5), (30, 0.5))]
+    # 100 successful probes of 1..100 ms in that hour, one failure that must not count, and
+    # nothing the other hours. The hourly histogram alone gives the percentiles, so they
+    # need no per-minute rollups.
+    results = [probe("a", hour + 30 * i, ms=i + 1) for i in range(100)]
     results.append(probe("a", hour + 5, ms=5000, failure=Failure.TIMEOUT))
     await write_history(path, HERE, ["a"], since=NOW - DAY, until=NOW, latency=results)
     async with SqliteStore(path) as store:
@@ -62,7 +64,19 @@ async def test_latency_hours_are_percentiles_of_the_minute_means(tmp_path: Path)
     assert len(hours) == 24 and hours[-1].start == NOW - NOW % 3600
     filled = [h for h in hours if h.p50_ms is not None]
     assert [h.start for h in filled] == [hour]
-    assert filled[0].p50_ms == pytest.approx(10) and filled[0].p95_ms == pytest.approx(19)
+    # Buckets ≤25 (25 probes), ≤50 (25), ≤100 (50): interpolated as histogram_quantile.
+    assert filled[0].p50_ms == pytest.approx(50) and filled[0].p95_ms == pytest.approx(95)
+
+
+def test_quantiles_stay_within_the_fastest_and_slowest_probe() -> None:
+    counts = [0] * len(LATENCY_COLUMNS)
+    counts[LATENCY_BOUNDS_MS.index(250)] = 10  # ten probes between 100 and 250 ms ...
+    assert quantile(0.5, counts, 120, 130) == pytest.approx(130)  # ... all of 120–130 ms
+    assert quantile(0.05, counts, 120, 130) == pytest.approx(120)
+    counts = [0] * len(LATENCY_COLUMNS)
+    counts[-1] = 4  # over the last bound: up to the slowest probe
+    assert quantile(0.5, counts, 12_000, 20_000) == pytest.approx(15_000)
+    assert quantile(0.5, [0] * len(LATENCY_COLUMNS), None, None) is None
 
 
 async def test_history_answers_only_the_targets_asked_for(tmp_path: Path) -> None:

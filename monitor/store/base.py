@@ -90,8 +90,9 @@ class DaySummary:
 
 @dataclass(frozen=True, slots=True)
 class LatencyHour:
-    """Latency of successful probes in one hour, from the minute rollups: the median and
-    95th percentile of the per-minute mean latencies (the rollups keep no single probes)."""
+    """Latency of successful probes in one hour: the median and 95th percentile, from the
+    hourly rollup's latency histogram (interpolated within a bucket, kept within the
+    hour's fastest and slowest probe)."""
 
     start: float
     p50_ms: float | None  # None: no successful probe in the hour

@@ -33,7 +33,13 @@ from monitor.store.base import (
     TargetHistory,
     TargetReport,
 )
-from monitor.store.schema import FAILURE_COLUMNS, OUTBOX_VERSION, check_size, version_of
+from monitor.store.schema import (
+    LATENCY_BOUNDS_MS,
+    LATENCY_COLUMNS,
+    OUTBOX_VERSION,
+    check_size,
+    version_of,
+)
 from monitor.store.uptime import (
     Interval,
     intersect,
@@ -327,30 +333,20 @@ def select_latency(
     *,
     targets: Collection[str] | None = None,
 ) -> dict[str, tuple[LatencyHour, ...]]:
-    """Per target, 24 hours (oldest first) of the median and 95th percentile of the minute
-    rollups' mean latency of successful probes; the ranking runs inside SQLite."""
+    """Per target, 24 hours (oldest first) of the median and 95th percentile latency of
+    successful probes, from the hourly rollups' latency histograms."""
     hour0 = now - now % 3600 - 23 * 3600
-    failed = " + ".join(FAILURE_COLUMNS.values())
-    where, args = "s.location = ? AND m.bucket >= ?", [location, hour0]
+    where, args = "s.location = ? AND h.bucket >= ?", [location, hour0]
     if targets is not None:
         where += f" AND s.target IN ({', '.join('?' * len(targets))})"
         args += list(targets)
-    sql = f"""WITH minutes AS (
-            SELECT s.target AS target, m.bucket - m.bucket % 3600 AS hour,
-                1.0 * m.latency_sum_ms / (m.probes - ({failed})) AS ms
-            FROM rollup_minute m JOIN series s ON s.id = m.series
-            WHERE {where} AND m.probes > {failed}),
-        ranked AS (
-            SELECT target, hour, ms,
-                row_number() OVER (PARTITION BY target, hour ORDER BY ms) AS rank,
-                count(*) OVER (PARTITION BY target, hour) AS n
-            FROM minutes)
-        SELECT target, hour, max(CASE WHEN rank = (n + 1) / 2 THEN ms END),
-            max(CASE WHEN rank = max(1, CAST(0.95 * n + 0.999999 AS INTEGER)) THEN ms END)
-        FROM ranked GROUP BY target, hour"""
+    sql = f"""SELECT s.target, h.bucket, h.latency_min_ms, h.latency_max_ms,
+            {", ".join("h." + c for c in LATENCY_COLUMNS)}
+        FROM rollup_hour h JOIN series s ON s.id = h.series WHERE {where}"""
     found: dict[str, dict[float, LatencyHour]] = {}
-    for target, hour, p50, p95 in db.execute(sql, args):
-        found.setdefault(target, {})[hour] = LatencyHour(hour, p50, p95)
+    for target, hour, low, high, *counts in db.execute(sql, args):
+        found.setdefault(target, {})[hour] = LatencyHour(
+            hour, quantile(0.5, counts, low, high), quantile(0.95, counts, low, high))
     return {
         target: tuple(
             hours.get(hour0 + i * 3600, LatencyHour(hour0 + i * 3600, None, None))
@@ -358,6 +354,24 @@ def select_latency(
         )
         for target, hours in found.items()
     }
+
+
+def quantile(q: float, counts: Sequence[int], low: int | None, high: int | None) -> float | None:
+    """The q-quantile of a latency histogram (`LATENCY_BOUNDS_MS` buckets), interpolated
+    linearly inside its bucket as Prometheus' histogram_quantile does, and kept within the
+    smallest and largest latency seen (`low`, `high`). None for an empty histogram."""
+    total = sum(counts)
+    if total == 0 or low is None or high is None:
+        return None
+    rank, below = q * total, 0
+    for i, count in enumerate(counts):
+        if count and below + count >= rank:
+            lower = LATENCY_BOUNDS_MS[i - 1] if i else 0
+            upper = LATENCY_BOUNDS_MS[i] if i < len(LATENCY_BOUNDS_MS) else high
+            value = lower + (upper - lower) * (rank - below) / count
+            return float(min(max(value, low), high))
+        below += count
+    return float(high)
 
 
 def select_pending_outbox(db: sqlite3.Connection) -> list[OutboxRow]:

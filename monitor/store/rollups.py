@@ -12,13 +12,19 @@ oldest are dropped and counted in `dropped`.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 
 from monitor.model import Failure, ProbeResult
-from monitor.store.schema import FAILURE_COLUMNS, ROLLUP_TABLES
+from monitor.store.schema import (
+    FAILURE_COLUMNS,
+    LATENCY_BOUNDS_MS,
+    LATENCY_COLUMNS,
+    ROLLUP_TABLES,
+)
 from monitor.store.writer import Work
 
 log = logging.getLogger("monitor.store")
@@ -36,6 +42,7 @@ class Bucket:
     latency_sum_ms: int = 0
     latency_min_ms: int | None = None
     latency_max_ms: int | None = None
+    latency_counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_COLUMNS))
 
     def add(self, result: ProbeResult) -> None:
         self.probes += 1
@@ -46,6 +53,7 @@ class Bucket:
         self.latency_sum_ms += ms
         self.latency_min_ms = ms if self.latency_min_ms is None else min(self.latency_min_ms, ms)
         self.latency_max_ms = ms if self.latency_max_ms is None else max(self.latency_max_ms, ms)
+        self.latency_counts[bisect.bisect_left(LATENCY_BOUNDS_MS, ms)] += 1
 
     def merge(self, other: Bucket) -> None:
         self.probes += other.probes
@@ -55,6 +63,8 @@ class Bucket:
         highs = [v for v in (self.latency_max_ms, other.latency_max_ms) if v is not None]
         self.latency_min_ms = min(lows) if lows else None
         self.latency_max_ms = max(highs) if highs else None
+        for i, count in enumerate(other.latency_counts):
+            self.latency_counts[i] += count
 
     def row(self, series: int, bucket: int) -> tuple[int | None, ...]:
         failures = (self.failures.get(cls, 0) for cls in FAILURE_COLUMNS)
@@ -66,25 +76,29 @@ class Bucket:
             self.latency_sum_ms,
             self.latency_min_ms,
             self.latency_max_ms,
+            *self.latency_counts,
         )
 
 
 _FAIL_COLS = ", ".join(FAILURE_COLUMNS.values())
 _FAIL_SUMS = ", ".join(f"{c} = {c} + excluded.{c}" for c in FAILURE_COLUMNS.values())
+_LAT_COLS = ", ".join(LATENCY_COLUMNS)
+_LAT_SUMS = ", ".join(f"{c} = {c} + excluded.{c}" for c in LATENCY_COLUMNS)
 
 
 def upsert_sql(table: str) -> str:
     # min()/max() with several arguments return NULL if any is NULL: coalesce both ways.
     return f"""INSERT INTO {table} (series, bucket, probes, {_FAIL_COLS},
-            latency_sum_ms, latency_min_ms, latency_max_ms)
-        VALUES ({", ".join("?" * (6 + len(FAILURE_COLUMNS)))})
+            latency_sum_ms, latency_min_ms, latency_max_ms, {_LAT_COLS})
+        VALUES ({", ".join("?" * (6 + len(FAILURE_COLUMNS) + len(LATENCY_COLUMNS)))})
         ON CONFLICT (series, bucket) DO UPDATE SET
             probes = probes + excluded.probes, {_FAIL_SUMS},
             latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms,
             latency_min_ms = min(coalesce(latency_min_ms, excluded.latency_min_ms),
                                  coalesce(excluded.latency_min_ms, latency_min_ms)),
             latency_max_ms = max(coalesce(latency_max_ms, excluded.latency_max_ms),
-                                 coalesce(excluded.latency_max_ms, latency_max_ms))"""
+                                 coalesce(excluded.latency_max_ms, latency_max_ms)),
+            {_LAT_SUMS}"""
 
 
 UPSERT = {table: upsert_sql(table) for table in ROLLUP_TABLES}

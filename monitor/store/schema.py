@@ -21,6 +21,12 @@ from monitor.model import Failure
 from monitor.store.base import StoreError
 
 FAILURE_COLUMNS: dict[str, str] = {f.value: f"fail_{f.value}" for f in Failure}
+# Latency of successful probes as a histogram: counts per bucket (not cumulative), upper
+# bounds in milliseconds, the last one open. Percentiles per hour come from it, so the
+# per-minute rollups are not needed for them (they are off by default).
+LATENCY_BOUNDS_MS: tuple[int, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+LATENCY_COLUMNS: tuple[str, ...] = (
+    *(f"lat_le_{bound}ms" for bound in LATENCY_BOUNDS_MS), "lat_le_inf")
 ROLLUP_TABLES = ("rollup_minute", "rollup_hour")
 
 
@@ -114,6 +120,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     tuple(
         f"ALTER TABLE {table} ADD COLUMN fail_proxy INTEGER NOT NULL DEFAULT 0"
         for table in ROLLUP_TABLES
+    ),
+    # A latency histogram per bucket: hourly percentiles without per-minute rows.
+    tuple(
+        f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+        for table in ROLLUP_TABLES
+        for column in LATENCY_COLUMNS
     ),
 )
 OUTBOX_VERSION = 2  # the schema version that added the outbox
