@@ -1,9 +1,11 @@
 """Per-probe CPU cost, side by side, against one loopback nginx.
 
 One run measures, one after the other at the same probe rate on the same target:
-  (a) raw aiohttp: a paced loop of fresh-connection GETs (new session and connector per
-      request, force_close; the loop's DNS channel held open), in its own process: the floor
-      for a Python prober;
+  (a) the floor: aiohttp with ONE ClientSession whose connector never keeps a connection
+      (force_close, no DNS cache): every GET is still a cold visit (new TCP connection, and a
+      TLS handshake on https), in its own process;
+  (a') aiohttp with a new ClientSession and connector per GET (what a naive prober does),
+      in its own process;
   (b) the Prometheus blackbox exporter (Debian's prometheus-blackbox-exporter) driven by
       /probe?target=...&module=http_2xx requests at that rate; only the exporter's CPU counts;
   (c) `monitor run`: the whole pipeline (scheduler, probe, tracker, store, metrics) on
@@ -11,7 +13,7 @@ One run measures, one after the other at the same probe rate on the same target:
   (c') with --also uvloop|hold-dns|uvloop,hold-dns, the same daemon started by bench/launch.py
       with those options (repeatable).
 CPU is user + system time of the measured process (all threads) from /proc/PID/stat, over
-a window that starts after a warm-up. Prints CPU-seconds per 1,000 probes and the ratios.
+a window that starts after a warm-up. Prints CPU-ms per probe and the ratio to the floor (a).
 
     .venv/bin/python bench/probe_cost.py [--rate 200] [--seconds 30] [--interval 5]
         [--also uvloop,hold-dns]
@@ -47,6 +49,9 @@ from common import (
 )
 
 WARMUP = 3.0  # seconds before a measurement window opens
+FLOOR = "a aiohttp, one session, fresh connection per GET (floor)"
+NAIVE = "a' aiohttp, new session per GET"
+BLACKBOX = "b blackbox_exporter"
 
 
 async def paced(rate: float, seconds: float, one: Callable[[], Awaitable[bool]]) -> tuple[int, int]:
@@ -74,12 +79,22 @@ async def paced(rate: float, seconds: float, one: Callable[[], Awaitable[bool]])
     return results[0], results[1]
 
 
-# --- (a) raw aiohttp, in a child process -----------------------------------------------------
+# --- (a) and (a') raw aiohttp, in a child process ------------------------------------------
 
-async def raw_child(url: str, rate: float, seconds: float) -> None:
+def cold_connector() -> aiohttp.TCPConnector:
+    """A connector that opens a new connection for every request and asks DNS every time."""
+    return aiohttp.TCPConnector(force_close=True, use_dns_cache=False, limit=0)
+
+
+async def raw_child(url: str, rate: float, seconds: float, mode: str) -> None:
+    shared = aiohttp.ClientSession(connector=cold_connector()) if mode == "one" else None
+
     async def one() -> bool:
-        connector = aiohttp.TCPConnector(force_close=True, use_dns_cache=False)
-        async with aiohttp.ClientSession(connector=connector) as session, \
+        if shared is not None:
+            async with shared.get(url) as response:
+                await response.read()
+                return response.status == 200
+        async with aiohttp.ClientSession(connector=cold_connector()) as session, \
                 session.get(url) as response:
             await response.read()
             return response.status == 200
@@ -89,12 +104,14 @@ async def raw_child(url: str, rate: float, seconds: float) -> None:
     wall0 = time.monotonic()
     done, ok = await paced(rate, seconds, one)
     cpu = cpu_seconds(os.getpid()) - cpu0
+    if shared is not None:
+        await shared.close()
     print(json.dumps({"probes": done, "ok": ok, "cpu": cpu, "wall": time.monotonic() - wall0}))
 
 
-def run_raw(url: str, rate: float, seconds: float) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--raw-child", url, str(rate), str(seconds)],
-                         check=True, capture_output=True, text=True).stdout
+def run_raw(url: str, rate: float, seconds: float, mode: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--raw-child", url, str(rate), str(seconds),
+                          mode], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -189,11 +206,16 @@ async def main(args: argparse.Namespace) -> None:
         url = f"{nginx.base}/t/0"
         rows: dict[str, dict[str, float]] = {}
         contenders: list[tuple[str, Callable[[], Awaitable[dict[str, float]]]]] = [
-            ("a raw aiohttp", lambda: asyncio.to_thread(run_raw, url, args.rate, args.seconds)),
-            ("b blackbox_exporter", lambda: run_blackbox(workdir, url, args.rate, args.seconds)),
+            (FLOOR, lambda: asyncio.to_thread(run_raw, url, args.rate, args.seconds, "one")),
+            (NAIVE, lambda: asyncio.to_thread(run_raw, url, args.rate, args.seconds, "new")),
             ("c monitor", lambda: run_monitor(workdir, nginx.base, args.rate, args.seconds,
                                               args.interval, frozenset())),
         ]
+        if shutil.which("prometheus-blackbox-exporter"):
+            contenders.append((BLACKBOX, lambda: run_blackbox(workdir, url, args.rate,
+                                                              args.seconds)))
+        else:
+            print("  no prometheus-blackbox-exporter: (b) not measured", file=sys.stderr)
         for also in args.also:
             options = frozenset(also.split(","))
             contenders.append((f"c' monitor +{also}",
@@ -209,26 +231,21 @@ async def main(args: argparse.Namespace) -> None:
 
     print(f"\nprobe cost at {args.rate:g} probes/s, {args.seconds:g}s windows, loopback nginx, "
           f"{os.cpu_count()} CPUs")
-    print("| contender | probes | ok | probes/s | CPU-s | CPU-s per 1,000 probes |")
-    print("|---|---:|---:|---:|---:|---:|")
-    per_k: dict[str, float] = {}
+    print("| contender | probes | ok | probes/s | CPU-s | CPU-ms per probe | vs floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    per_probe = {name: 1000 * row["cpu"] / max(row["probes"], 1) for name, row in rows.items()}
     for name, row in rows.items():
-        per_k[name] = 1000 * row["cpu"] / max(row["probes"], 1)
         print(f"| {name} | {row['probes']:.0f} | {row['ok']:.0f} | "
-              f"{row['probes'] / row['wall']:.0f} | {row['cpu']:.2f} | {per_k[name]:.3f} |")
-    a, b, c = per_k["a raw aiohttp"], per_k["b blackbox_exporter"], per_k["c monitor"]
-    print(f"\nc/a = {c / a:.2f}   c/b = {c / b:.2f}")
-    for also in args.also:
-        cu = per_k[f"c' monitor +{also}"]
-        print(f"c' (+{also}): c'/a = {cu / a:.2f}   c'/b = {cu / b:.2f}")
+              f"{row['probes'] / row['wall']:.0f} | {row['cpu']:.2f} | "
+              f"{per_probe[name]:.3f} | {per_probe[name] / per_probe[FLOOR]:.2f} |")
     m = rows["c monitor"]
     print(f"monitor: {m['targets']:.0f} targets every {args.interval:g}s, "
           f"start-up {m['startup']:.2f}s")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--raw-child":
-        asyncio.run(raw_child(sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))
+    if len(sys.argv) == 6 and sys.argv[1] == "--raw-child":
+        asyncio.run(raw_child(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=200, help="probes per second (200)")

@@ -1,4 +1,4 @@
-"""The metrics collector renders the docs/design.md contract and removes series of removed targets."""
+"""The metrics collector renders the docs/design.md contract, drops series of removed targets."""
 
 from __future__ import annotations
 
