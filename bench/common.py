@@ -45,6 +45,34 @@ def proc_status_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
+def time_wait_sockets() -> int:
+    """TCP sockets of this network namespace in TIME_WAIT (state 06 in /proc/net/tcp*)."""
+    count = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as table:
+                next(table, None)
+                count += sum(1 for line in table if line.split(None, 4)[3] == "06")
+        except OSError:
+            pass
+    return count
+
+
+async def drain_time_wait(below: int = 2000, limit: float = 90.0) -> int:
+    """Wait (at most `limit` s) until fewer than `below` sockets are in TIME_WAIT.
+
+    Every probe leaves one for 60 s; with all of them towards one loopback address and
+    port, thousands of them make each new connect() search longer for a free local port.
+    Contenders measured one after the other start from the same state this way.
+    """
+    for _ in range(int(limit)):  # polled: the kernel tells no one when they expire
+        count = time_wait_sockets()
+        if count < below:
+            break
+        await asyncio.sleep(1)
+    return count
+
+
 class Nginx:
     """nginx bound to 127.0.0.1 on a free port; every path answers 200 "ok"."""
 

@@ -43,6 +43,7 @@ from common import (
     MonitorProcess,
     Nginx,
     cpu_seconds,
+    drain_time_wait,
     free_port,
     metric_sum,
     write_monitor_config,
@@ -86,7 +87,7 @@ def cold_connector() -> aiohttp.TCPConnector:
     return aiohttp.TCPConnector(force_close=True, use_dns_cache=False, limit=0)
 
 
-async def raw_child(url: str, rate: float, seconds: float, mode: str) -> None:
+async def raw_child(url: str, rate: float, seconds: float, mode: str, warmup: float) -> None:
     shared = aiohttp.ClientSession(connector=cold_connector()) if mode == "one" else None
 
     async def one() -> bool:
@@ -99,7 +100,7 @@ async def raw_child(url: str, rate: float, seconds: float, mode: str) -> None:
             await response.read()
             return response.status == 200
 
-    await paced(rate, WARMUP, one)
+    await paced(rate, warmup, one)
     cpu0 = cpu_seconds(os.getpid())
     wall0 = time.monotonic()
     done, ok = await paced(rate, seconds, one)
@@ -109,9 +110,20 @@ async def raw_child(url: str, rate: float, seconds: float, mode: str) -> None:
     print(json.dumps({"probes": done, "ok": ok, "cpu": cpu, "wall": time.monotonic() - wall0}))
 
 
-def run_raw(url: str, rate: float, seconds: float, mode: str) -> dict[str, float]:
+def event_loop() -> str:
+    """The event loop `monitor run` picks: uvloop if it is installed, else asyncio's."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def run_raw(url: str, rate: float, seconds: float, mode: str,
+            warmup: float) -> dict[str, float]:
     out = subprocess.run([sys.executable, __file__, "--raw-child", url, str(rate), str(seconds),
-                          mode], check=True, capture_output=True, text=True).stdout
+                          mode, event_loop(), str(warmup)], check=True, capture_output=True,
+                         text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -129,7 +141,8 @@ def start_blackbox(workdir: Path, port: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def run_blackbox(workdir: Path, url: str, rate: float, seconds: float) -> dict[str, float]:
+async def run_blackbox(workdir: Path, url: str, rate: float, seconds: float,
+                       warmup: float) -> dict[str, float]:
     port = free_port()
     proc = start_blackbox(workdir, port)
     probe_url = f"http://127.0.0.1:{port}/probe"
@@ -152,7 +165,7 @@ async def run_blackbox(workdir: Path, url: str, rate: float, seconds: float) -> 
                     body = await response.text()
                 return "\nprobe_success 1" in body
 
-            await paced(rate, WARMUP, one)
+            await paced(rate, warmup, one)
             cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
             done, ok = await paced(rate, seconds, one)
             cpu = cpu_seconds(proc.pid) - cpu0
@@ -205,15 +218,18 @@ async def main(args: argparse.Namespace) -> None:
         workdir = Path(tmp)
         url = f"{nginx.base}/t/0"
         rows: dict[str, dict[str, float]] = {}
+        warmup = args.interval + WARMUP  # every contender warms up as long as the monitor
         contenders: list[tuple[str, Callable[[], Awaitable[dict[str, float]]]]] = [
-            (FLOOR, lambda: asyncio.to_thread(run_raw, url, args.rate, args.seconds, "one")),
-            (NAIVE, lambda: asyncio.to_thread(run_raw, url, args.rate, args.seconds, "new")),
+            (FLOOR, lambda: asyncio.to_thread(run_raw, url, args.rate, args.seconds, "one",
+                                              warmup)),
+            (NAIVE, lambda: asyncio.to_thread(run_raw, url, args.rate, args.seconds, "new",
+                                              warmup)),
             ("c monitor", lambda: run_monitor(workdir, nginx.base, args.rate, args.seconds,
                                               args.interval, frozenset())),
         ]
         if shutil.which("prometheus-blackbox-exporter"):
             contenders.append((BLACKBOX, lambda: run_blackbox(workdir, url, args.rate,
-                                                              args.seconds)))
+                                                              args.seconds, warmup)))
         else:
             print("  no prometheus-blackbox-exporter: (b) not measured", file=sys.stderr)
         for also in args.also:
@@ -222,6 +238,8 @@ async def main(args: argparse.Namespace) -> None:
                                lambda o=options: run_monitor(workdir, nginx.base, args.rate,  # type: ignore[misc]
                                                              args.seconds, args.interval, o)))
         for name, run in contenders:
+            waiting = await drain_time_wait()
+            print(f"  {name}: starting with {waiting} sockets in TIME_WAIT", file=sys.stderr)
             server0 = nginx.cpu_seconds()
             row = await run()
             row["nginx_cpu"] = nginx.cpu_seconds() - server0
@@ -230,7 +248,7 @@ async def main(args: argparse.Namespace) -> None:
                   f"{row['wall']:.1f}s, {row['cpu']:.2f} CPU-s", file=sys.stderr, flush=True)
 
     print(f"\nprobe cost at {args.rate:g} probes/s, {args.seconds:g}s windows, loopback nginx, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, event loop {event_loop()} (the monitor's and a's)")
     print("| contender | probes | ok | probes/s | CPU-s | CPU-ms per probe | vs floor |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     per_probe = {name: 1000 * row["cpu"] / max(row["probes"], 1) for name, row in rows.items()}
@@ -244,8 +262,14 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--raw-child":
-        asyncio.run(raw_child(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]))
+    if len(sys.argv) == 8 and sys.argv[1] == "--raw-child":
+        # The event loop `monitor run` uses: uvloop when installed (monitor[fast]).
+        loop_run = asyncio.run
+        if sys.argv[6] == "uvloop":
+            import uvloop
+            loop_run = uvloop.run
+        loop_run(raw_child(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5],
+                           float(sys.argv[7])))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=200, help="probes per second (200)")
