@@ -39,5 +39,7 @@ async def run_probe(target: Target) -> ProbeResult:
         )
     else:
         result = await probe(target)
+    if not result.message:  # most results: nothing to clean
+        return result
     message = clean(result.message, target_secrets(target.url, target.headers, target.body))
     return result if message == result.message else dataclasses.replace(result, message=message)
