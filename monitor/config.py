@@ -50,7 +50,7 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     path: str = "data/monitor.db"  # relative paths are relative to the CWD
-    minute_retention: float = 14 * 86400  # seconds; per-minute rollups
+    minute_retention: float = 0.0  # seconds; per-minute rollups (0 = not written)
     hour_retention: float = 400 * 86400  # per-hour rollups
     outage_retention: float | None = None  # None = keep forever
 
@@ -751,7 +751,7 @@ class _Parser:
         return StoreConfig(
             path=self.field(items, "path", "store", self.string, default.path),
             minute_retention=self.field(
-                retention, "minutes", path, self.positive_duration, default.minute_retention
+                retention, "minutes", path, self.duration_or_off, default.minute_retention
             ),
             hour_retention=self.field(
                 retention, "hours", path, self.positive_duration, default.hour_retention
@@ -760,6 +760,15 @@ class _Parser:
                 retention, "outages", path, self.outage_retention, default.outage_retention
             ),
         )
+
+    def duration_or_off(self, node: Node, path: str) -> float:
+        """A duration, or 0 / off: not kept at all."""
+        if isinstance(node, ScalarNode) and node.value == "off":
+            return 0.0
+        value = self.duration(node, path)
+        if value < 0:
+            raise _Invalid(f"must be a duration like 14d, or 0 (off), got {_got(node)}")
+        return value
 
     def outage_retention(self, node: Node, path: str) -> float | None:
         if _is_null(node) or (isinstance(node, ScalarNode) and node.value == "forever"):

@@ -69,6 +69,17 @@ def test_all_errors_of_a_file_are_reported_in_file_order(
     assert lines == sorted(lines)
 
 
+@pytest.mark.parametrize(("retention", "minutes"), [
+    ("", 0.0),  # per-minute rollups are off by default
+    ("retention: {minutes: off}", 0.0),
+    ("retention: {minutes: 0}", 0.0),
+    ("retention: {minutes: 14d}", 14 * 86400.0),
+])
+def test_per_minute_rollups_are_opt_in(retention: str, minutes: float) -> None:
+    text = f"store: {{path: h.db, {retention}}}\ntargets: [{{name: a, url: 'http://127.0.0.1/'}}]\n"
+    assert parse_config(text, "m.yaml", {}).store.minute_retention == minutes
+
+
 def test_format_errors_adds_a_count() -> None:
     exc = ConfigError(["a.yaml:1: x: bad", "a.yaml:2: y: bad"])
     assert format_errors(exc) == "a.yaml:1: x: bad\na.yaml:2: y: bad\n2 errors in the configuration"
