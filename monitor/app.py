@@ -99,7 +99,8 @@ class Monitor:
         self.trackers: dict[str, TargetTracker] = {}
         self.last: dict[str, ProbeResult] = {}
         self.scheduler = Scheduler(self.tick, on_lateness=self.metrics.lateness.observe,
-                                   on_skipped=self._skipped, clock=clock,
+                                   on_skipped=self._skipped,
+                                   on_loop_lag=self.metrics.loop_lag.observe, clock=clock,
                                    max_in_flight=max_in_flight)
         self.metrics.in_flight.set_function(lambda: self.scheduler.in_flight)
         self.connectivity = Connectivity(config.connectivity, on_change=self._connectivity,
