@@ -387,12 +387,12 @@ class _ProbeResolver(aiohttp.abc.AbstractResolver):
 
     def note_first(self, addresses: list[str]) -> None:
         if self.target_inside is None:
-            self.target_inside = not all(is_public(a) for a in addresses)
+            self.target_inside = not all(_is_public(a) for a in addresses)
 
     def allowed(self, addresses: list[str]) -> list[str]:
         if not self.confined or self.target_inside:
             return addresses
-        return [a for a in addresses if is_public(a)]
+        return [a for a in addresses if _is_public(a)]
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -421,6 +421,9 @@ class _ProbeResolver(aiohttp.abc.AbstractResolver):
     async def close(self) -> None:
         return None
 
+
+# An address's class never changes; parsing it is a good part of a fast probe's own cost.
+_is_public = functools.lru_cache(maxsize=65536)(is_public)
 
 _PROBE_RESOLVER: contextvars.ContextVar[_ProbeResolver | None] = contextvars.ContextVar(
     "monitor_probe_resolver", default=None
