@@ -43,6 +43,7 @@ from monitor.store import Store, StoreError, open_store
 from monitor.tasks import background, cancel, guarded_loop
 from monitor.timefmt import human_duration, rfc3339
 from monitor.tracker import TargetTracker
+from monitor.workers import ProbeWorkers
 
 log = logging.getLogger("monitor")
 
@@ -448,8 +449,12 @@ async def running_monitor(
         loop = asyncio.get_running_loop()
         stack.callback(loop.set_exception_handler, loop.get_exception_handler())
         loop.set_exception_handler(AcceptErrors())
+        options: dict[str, Any] = {}
+        if config.limits.probe_workers:
+            workers = await stack.enter_async_context(ProbeWorkers(config.limits.probe_workers))
+            options["probe"] = workers.probe
         monitor = Monitor(config, store, shard=shard, uptime_refresh=uptime_refresh,
-                          prune_interval=prune_interval, max_in_flight=in_flight)
+                          prune_interval=prune_interval, max_in_flight=in_flight, **options)
         host = listen or config.server.listen
         bind_port = config.server.port if port is None else port
         # The keep-alive timeout runs from the moment a connection opens: it is the header

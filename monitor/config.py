@@ -70,6 +70,7 @@ class LimitsConfig:
     max_probes_in_flight: int | None = None
     server_connections: int | None = None  # connections to the daemon's own HTTP server
     server_header_timeout: float = 5.0  # idle or half-sent requests are closed after this
+    probe_workers: int = 0  # probe child processes (monitor.workers); 0: probes in the daemon
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +236,9 @@ _SERVER_KEYS = ("listen", "port", "token", "allowed_hosts", "allow_public_withou
 _STORE_KEYS = ("path", "retention")
 _RETENTION_KEYS = ("minutes", "hours", "outages")
 _METRICS_KEYS = ("duration_buckets", "per_target_histogram")
-_LIMITS_KEYS = ("max_probes_in_flight", "server_connections", "server_header_timeout")
+_LIMITS_KEYS = (
+    "max_probes_in_flight", "server_connections", "server_header_timeout", "probe_workers"
+)
 _CONNECTIVITY_KEYS = ("checks", "interval", "timeout", "failing_share", "min_hosts")
 _ENDPOINT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
 _EXPECT_KEYS = ("status", "body_contains", "body_regex")
@@ -817,6 +820,10 @@ class _Parser:
             server_header_timeout=self.field(
                 items, "server_header_timeout", "limits", self.positive_duration,
                 default.server_header_timeout,
+            ),
+            probe_workers=self.field(
+                items, "probe_workers", "limits", lambda n, p: self.integer(n, p, 0, 64),
+                default.probe_workers,
             ),
         )
 
