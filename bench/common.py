@@ -203,7 +203,8 @@ http {{
 
 
 def write_monitor_config(path: Path, *, targets: int, interval: float, base_url: str | list[str],
-                         port: int, histogram: bool = True, timeout: float = 10.0) -> None:
+                         port: int, histogram: bool = True, timeout: float = 10.0,
+                         workers: int = 0) -> None:
     """A config of `targets` targets on paths /t/0 ... of one server (of its addresses in
     turn, given several base URLs), written fast."""
     bases = [base_url] if isinstance(base_url, str) else base_url
@@ -212,6 +213,7 @@ def write_monitor_config(path: Path, *, targets: int, interval: float, base_url:
         f"server: {{listen: 127.0.0.1, port: {port}}}",
         f"store: {{path: {path.parent / 'monitor.db'}}}",
         f"metrics: {{per_target_histogram: {'true' if histogram else 'false'}}}",
+        f"limits: {{probe_workers: {workers}}}",
         f"defaults: {{interval: {interval:g}s, timeout: {min(timeout, interval):g}s}}",
         "targets:",
     ]

@@ -135,7 +135,9 @@ def rollup_sizes(db_path: Path, targets: int) -> dict[str, float]:
     out["file_bytes"] = db_path.stat().st_size
     minute_row = out["rollup_minute_bytes"] / max(out["rollup_minute_rows"], 1)
     hour_row = out["rollup_hour_bytes"] / max(out["rollup_hour_rows"], 1)
-    out["per_target_day"] = minute_row * 1440 + hour_row * 24
+    # Per-minute rollups are off by default: then only the hour rows grow.
+    out["per_target_day"] = (minute_row * 1440 if out["rollup_minute_rows"] else 0) \
+        + hour_row * 24
     out["minute_row"], out["hour_row"] = minute_row, hour_row
     return out
 
@@ -148,7 +150,8 @@ async def run_one(n: int, args: argparse.Namespace) -> dict[str, object]:
         config = run_dir / "monitor.yaml"
         port = free_port()
         write_monitor_config(config, targets=n, interval=args.interval, base_url=nginx.bases(),
-                             port=port, histogram=args.histogram, timeout=10)
+                             port=port, histogram=args.histogram, timeout=10,
+                             workers=args.workers)
         extra = ("--shard", args.shard) if args.shard else ()
         daemon = MonitorProcess(config, port, uvloop=args.uvloop, hold_dns=args.hold_dns,
                                 extra_args=extra)
@@ -222,6 +225,7 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
           f"{args.interval + RAMP_EXTRA:g}s ramp-up, per-target histogram "
           f"{'on' if args.histogram else 'off'}, {'uvloop' if args.uvloop else 'asyncio'}"
           f"{', DNS channel held' if args.hold_dns else ''}, "
+          f"{args.workers} probe workers, "
           f"{os.cpu_count()} CPUs shared with nginx")
     print("| figure | " + " | ".join(f"{r['targets']:,} targets" for r in rows) + " |")
     print("|---|" + "---:|" * len(rows))
@@ -234,7 +238,8 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
         r["rate"] = float(r["requests"]) / w  # type: ignore[arg-type]
         r["cpu_pct"] = 100 * float(r["cpu"]) / w  # type: ignore[arg-type]
         r["nginx_pct"] = 100 * float(r["nginx_cpu"]) / w  # type: ignore[arg-type]
-        r["cpu_per_k"] = 1000 * float(r["cpu"]) / max(float(r["probes"]), 1)  # type: ignore[arg-type]
+        # Over the window's requests: the counters' deltas also hold the ramp-up.
+        r["cpu_per_k"] = 1000 * float(r["cpu"]) / max(float(r["requests"]), 1)  # type: ignore[arg-type]
         r["missed_total"] = sum(r["missed"].values())  # type: ignore[attr-defined]
         r["ok_pct"] = 100 * float(r["ok"]) / max(float(r["probes"]), 1)  # type: ignore[arg-type]
         db = r["db"]
@@ -294,6 +299,8 @@ if __name__ == "__main__":
     parser.add_argument("--hold-dns", action="store_true",
                         help="keep the DNS channel open for the run (bench/launch.py)")
     parser.add_argument("--shard", help="pass --shard I/N to the monitor")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="limits.probe_workers: probe worker processes (0)")
     parser.add_argument("--addresses", type=int, default=8,
                         help="nginx listens on 127.0.0.1 ... 127.0.0.N, targets spread over "
                              "them (8): real targets are many hosts, not one address")

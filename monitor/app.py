@@ -360,8 +360,11 @@ class Monitor:
         """Uptime ratios over known time, one store query per window for all targets."""
         now = self._clock()
         for window, seconds in UPTIME_WINDOWS.items():
-            for report in await self.store.report(now - seconds, now, location=self.location):
+            reports = await self.store.report(now - seconds, now, location=self.location)
+            for i, report in enumerate(reports, 1):
                 self.metrics.set_uptime(report.target, window, report.uptime)
+                if i % 2000 == 0:  # 100,000 targets: never one long block of the loop
+                    await asyncio.sleep(0)
 
     # --- the server's view ----------------------------------------------------------------
 
