@@ -46,6 +46,7 @@ from common import (
     drain_time_wait,
     free_port,
     metric_sum,
+    tree_cpu_seconds,
     write_monitor_config,
 )
 
@@ -178,14 +179,15 @@ async def run_blackbox(workdir: Path, url: str, rate: float, seconds: float,
 # --- (c) monitor run ----------------------------------------------------------------------
 
 async def run_monitor(workdir: Path, base_url: str, rate: float, seconds: float,
-                      interval: float, options: frozenset[str]) -> dict[str, float]:
+                      interval: float, options: frozenset[str],
+                      workers: int = 0) -> dict[str, float]:
     targets = round(rate * interval)
-    run_dir = workdir / ("monitor-" + "-".join(sorted(options)))
+    run_dir = workdir / ("monitor-" + "-".join(sorted(options)) + f"-w{workers}")
     run_dir.mkdir()
     config = run_dir / "monitor.yaml"
     port = free_port()
     write_monitor_config(config, targets=targets, interval=interval, base_url=base_url,
-                         port=port, timeout=5)
+                         port=port, timeout=5, workers=workers)
     daemon = MonitorProcess(config, port, uvloop="uvloop" in options,
                             hold_dns="hold-dns" in options)
     try:
@@ -195,9 +197,10 @@ async def run_monitor(workdir: Path, base_url: str, rate: float, seconds: float,
             text = (await daemon.scrape(session))[0].decode()
             probes0 = metric_sum(text, "monitor_probes_total")
             ok0 = metric_sum(text, "monitor_probes_total", result="ok")
-            cpu0, wall0 = cpu_seconds(daemon.pid), time.monotonic()
+            # The daemon and its probe workers, if any.
+            cpu0, wall0 = tree_cpu_seconds(daemon.pid), time.monotonic()
             await asyncio.sleep(seconds)
-            cpu, wall = cpu_seconds(daemon.pid) - cpu0, time.monotonic() - wall0
+            cpu, wall = tree_cpu_seconds(daemon.pid) - cpu0, time.monotonic() - wall0
             text = (await daemon.scrape(session))[0].decode()  # after the CPU reading
             probes = metric_sum(text, "monitor_probes_total") - probes0
             ok = metric_sum(text, "monitor_probes_total", result="ok") - ok0
@@ -227,6 +230,10 @@ async def main(args: argparse.Namespace) -> None:
             ("c monitor", lambda: run_monitor(workdir, nginx.base, args.rate, args.seconds,
                                               args.interval, frozenset())),
         ]
+        if args.workers:
+            contenders.append((f"c monitor, {args.workers} probe workers",
+                               lambda: run_monitor(workdir, nginx.base, args.rate, args.seconds,
+                                                   args.interval, frozenset(), args.workers)))
         if shutil.which("prometheus-blackbox-exporter"):
             contenders.append((BLACKBOX, lambda: run_blackbox(workdir, url, args.rate,
                                                               args.seconds, warmup)))
@@ -276,6 +283,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=30, help="measured window (30)")
     parser.add_argument("--interval", type=float, default=5,
                         help="monitor's probe interval; targets = rate × interval (5)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="also run the monitor with limits.probe_workers: N")
     parser.add_argument("--also", action="append", default=[], metavar="OPTIONS",
                         help="also run the monitor with launch.py options: uvloop, hold-dns or "
                              "both (uvloop,hold-dns); repeatable")

@@ -240,6 +240,7 @@ _LIMITS_KEYS = (
     "max_probes_in_flight", "server_connections", "server_header_timeout", "probe_workers"
 )
 _CONNECTIVITY_KEYS = ("checks", "interval", "timeout", "failing_share", "min_hosts")
+_SPACE = re.compile(r"\s")  # any white space (start-up: 100,000 URLs, one regex each)
 _ENDPOINT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
 _EXPECT_KEYS = ("status", "body_contains", "body_regex")
 _TARGET_KEYS = (
@@ -1144,7 +1145,7 @@ class _Parser:
             parts.port  # noqa: B018 - raises ValueError for a bad port
         except ValueError:
             valid = False
-        if not valid or any(c.isspace() for c in url):
+        if not valid or _SPACE.search(url):
             raise _Invalid(f"must be an http:// or https:// URL with a host, got {_got(node)}")
         return url
 
