@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import itertools
 import logging
@@ -39,6 +40,22 @@ from monitor.model import Failure, ProbeResult, Target
 log = logging.getLogger("monitor.workers")
 
 _HEADER = struct.Struct("!I")  # length of the pickle that follows
+_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(ProbeResult))
+
+
+def _result_values(result: ProbeResult) -> tuple[Any, ...]:
+    """A result as a plain tuple: several times cheaper to pickle than the dataclass."""
+    values = [getattr(result, name) for name in _RESULT_FIELDS]
+    values[_RESULT_FIELDS.index("failure")] = result.failure.value if result.failure else None
+    values[_RESULT_FIELDS.index("phases")] = dict(result.phases)
+    return tuple(values)
+
+
+def _result(values: tuple[Any, ...]) -> ProbeResult:
+    fields = dict(zip(_RESULT_FIELDS, values, strict=True))
+    if fields["failure"] is not None:
+        fields["failure"] = Failure(fields["failure"])
+    return ProbeResult(**fields)
 STOP_GRACE = 5.0  # seconds a worker gets to exit once its socket is closed
 
 
@@ -81,6 +98,9 @@ class _Worker:
         self.batcher: _Batcher | None = None
         self.pending: dict[int, tuple[asyncio.Future[ProbeResult], Target]] = {}
         self.reader_task: asyncio.Task[None] | None = None
+        # The Target last sent for each name: a worker keeps them, so a target is pickled
+        # once per worker and after each change (reload), not with every probe.
+        self.sent: dict[str, Target] = {}
 
 
 class ProbeWorkers:
@@ -125,18 +145,25 @@ class ProbeWorkers:
             theirs.close()
         reader, worker.writer = await asyncio.open_connection(sock=ours, limit=2**24)
         worker.batcher = _Batcher(worker.writer)
+        worker.sent = {}
         worker.reader_task = asyncio.get_running_loop().create_task(
             self._read_results(worker, reader), name=f"monitor-probe-worker-{worker.index}")
 
     async def probe(self, target: Target) -> ProbeResult:
         """Probe `target` in the least busy worker; never raises but for cancellation."""
-        worker = min(self._workers, key=lambda w: len(w.pending))
-        if worker.batcher is None or self._stopping:
+        running = [w for w in self._workers if w.batcher is not None]
+        if not running or self._stopping:
             return _local(target, "probe workers are not running")
+        worker = min(running, key=lambda w: len(w.pending))
+        assert worker.batcher is not None
         ident = next(self._ids)
         future: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
         worker.pending[ident] = (future, target)
-        worker.batcher.send((ident, target))
+        if worker.sent.get(target.name) is target:
+            worker.batcher.send((ident, target.name))
+        else:
+            worker.sent[target.name] = target
+            worker.batcher.send((ident, target))
         try:
             return await future
         finally:
@@ -145,10 +172,10 @@ class ProbeWorkers:
     async def _read_results(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                ident, result = await _read(reader)
+                ident, values = await _read(reader)
                 entry = worker.pending.pop(ident, None)
                 if entry is not None and not entry[0].done():
-                    entry[0].set_result(result)
+                    entry[0].set_result(_result(values))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         await self._worker_ended(worker)
@@ -168,7 +195,11 @@ class ProbeWorkers:
         worker.batcher = None
         await asyncio.sleep(min(5.0, 0.1 * self.restarts))  # a crash loop stays slow
         if not self._stopping:
-            await self._spawn(worker)
+            try:
+                await self._spawn(worker)
+            except OSError as exc:  # probes go to the other workers, or come back `local`
+                log.error("probe worker %d cannot be started again: %s", worker.index, exc)
+                return
             async with self._restarted:
                 self._restarted.notify_all()
 
@@ -220,13 +251,18 @@ async def serve(sock: socket.socket) -> None:
     batcher = _Batcher(writer)
     channel = DnsChannel()
     running: set[asyncio.Task[None]] = set()
+    targets: dict[str, Target] = {}  # as last sent by the daemon
 
     async def one(ident: int, target: Target) -> None:
-        batcher.send((ident, await run_probe(target)))
+        batcher.send((ident, _result_values(await run_probe(target))))
 
     try:
         while True:
-            ident, target = await _read(reader)
+            ident, sent = await _read(reader)
+            if isinstance(sent, Target):
+                target = targets[sent.name] = sent
+            else:
+                target = targets[sent]
             task = asyncio.get_running_loop().create_task(one(ident, target))
             running.add(task)
             task.add_done_callback(running.discard)

@@ -80,6 +80,15 @@ def test_per_minute_rollups_are_opt_in(retention: str, minutes: float) -> None:
     assert parse_config(text, "m.yaml", {}).store.minute_retention == minutes
 
 
+def test_probe_workers_are_a_count_from_zero() -> None:
+    text = "limits: {{probe_workers: {}}}\ntargets: [{{name: a, url: 'http://127.0.0.1/'}}]\n"
+    assert parse_config(text.format(2), "m.yaml", {}).limits.probe_workers == 2
+    assert parse_config(text.format(0), "m.yaml", {}).limits.probe_workers == 0
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text.format(-1), "m.yaml", {})
+    assert caught.value.errors[0].startswith("m.yaml:1: limits.probe_workers:")
+
+
 def test_format_errors_adds_a_count() -> None:
     exc = ConfigError(["a.yaml:1: x: bad", "a.yaml:2: y: bad"])
     assert format_errors(exc) == "a.yaml:1: x: bad\na.yaml:2: y: bad\n2 errors in the configuration"
