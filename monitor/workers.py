@@ -1,7 +1,7 @@
 """Probe worker processes: the probes run in N child processes, everything else stays here.
 
-One Python process spends about one core on 1,500 cold probes a second; past that the
-probes themselves (connect, send, parse) are the cost. With `limits.probe_workers: N` the
+One Python process has one core: with 100,000 targets it saturated at about 1,100 probes a
+second in bench/scale.py, most of it the probes themselves (connect, send, parse). With `limits.probe_workers: N` the
 daemon starts N children (`python -m monitor.workers`), each on its own event loop with the
 probes' shared setup (`DnsChannel`); the scheduler, connectivity, trackers, store, metrics
 and the HTTP server stay in the daemon, so there is still one config, one `/metrics`, one
