@@ -1,11 +1,11 @@
 """Probe worker processes: the probes run in N child processes, everything else stays here.
 
-One Python process has one core: with 100,000 targets it saturated at about 1,100 probes a
-second in bench/scale.py, most of it the probes themselves (connect, send, parse). With `limits.probe_workers: N` the
-daemon starts N children (`python -m monitor.workers`), each on its own event loop with the
-probes' shared setup (`DnsChannel`); the scheduler, connectivity, trackers, store, metrics
-and the HTTP server stay in the daemon, so there is still one config, one `/metrics`, one
-history and one status page.
+One Python process has one core: with 100,000 targets it saturated at about 1,100 probes
+a second in bench/scale.py. With `limits.probe_workers: N` the daemon starts N children
+(`python -m monitor.workers`), each on its own event loop with the probes' shared setup
+(`DnsChannel`); the scheduler, connectivity, trackers, store, metrics and the HTTP server
+stay in the daemon, so there is still one config, one `/metrics`, one history and one
+status page.
 
 The daemon sends (id, Target) over a socket pair to the least busy worker and awaits the
 (id, ProbeResult) it sends back; both ends are our own processes, so pickle is the
