@@ -8,6 +8,7 @@ Imports the standard library and aiohttp only (the monitor runs in its own proce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -37,6 +38,43 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (e.g. a daemon's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo += children.get(current, [])
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its living descendants (children that exited are in cstime)."""
+    total = 0.0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(p)
+    return total
+
+
+def tree_status_kib(pid: int, key: str) -> int:
+    """A /proc/PID/status memory figure summed over a process and its descendants."""
+    total = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError, KeyError):
+            total += proc_status_kib(p, key)
+    return total
+
+
 def proc_status_kib(pid: int, key: str) -> int:
     """A memory figure (VmHWM, VmRSS, ...) of a process in KiB, from /proc/PID/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -45,10 +83,39 @@ def proc_status_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
+def time_wait_sockets() -> int:
+    """TCP sockets of this network namespace in TIME_WAIT (state 06 in /proc/net/tcp*)."""
+    count = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as table:
+                next(table, None)
+                count += sum(1 for line in table if line.split(None, 4)[3] == "06")
+        except OSError:
+            pass
+    return count
+
+
+async def drain_time_wait(below: int = 2000, limit: float = 90.0) -> int:
+    """Wait (at most `limit` s) until fewer than `below` sockets are in TIME_WAIT.
+
+    Every probe leaves one for 60 s; with all of them towards one loopback address and
+    port, thousands of them make each new connect() search longer for a free local port.
+    Contenders measured one after the other start from the same state this way.
+    """
+    for _ in range(int(limit)):  # polled: the kernel tells no one when they expire
+        count = time_wait_sockets()
+        if count < below:
+            break
+        await asyncio.sleep(1)
+    return count
+
+
 class Nginx:
     """nginx bound to 127.0.0.1 on a free port; every path answers 200 "ok"."""
 
-    def __init__(self, workdir: Path, *, workers: int = 1, log_requests: bool = False) -> None:
+    def __init__(self, workdir: Path, *, workers: int = 1, log_requests: bool = False,
+                 addresses: int = 1) -> None:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(binary).exists():
             raise SystemExit("nginx not found: apt-get install -y nginx-light")
@@ -57,11 +124,17 @@ class Nginx:
         self.port = free_port()
         self.workers = workers
         self.log_requests = log_requests  # "$msec $uri" lines in access.log
+        # Listens on 127.0.0.1 ... 127.0.0.N (same port): as many destinations, so that the
+        # TIME_WAIT sockets of many probes do not all compete for one address's local ports.
+        self.addresses = addresses
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def bases(self) -> list[str]:
+        return [f"http://127.0.0.{i}:{self.port}" for i in range(1, self.addresses + 1)]
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -70,6 +143,8 @@ class Nginx:
         if self.log_requests:
             access_log = (f"log_format t '$msec $uri'; "
                           f"access_log {d}/access.log t buffer=256k flush=1s;")
+        listens = " ".join(f"listen 127.0.0.{i}:{self.port} backlog=8192;"
+                           for i in range(1, self.addresses + 1))
         (d / "nginx.conf").write_text(f"""
 worker_processes {self.workers};
 daemon off;
@@ -82,7 +157,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
     keepalive_requests 100000;
     server {{
-        listen 127.0.0.1:{self.port} backlog=8192;
+        {listens}
         location / {{ default_type text/plain; return 200 "ok\\n"; }}
     }}
 }}
@@ -127,18 +202,22 @@ http {{
         self.stop()
 
 
-def write_monitor_config(path: Path, *, targets: int, interval: float, base_url: str,
-                         port: int, histogram: bool = True, timeout: float = 10.0) -> None:
-    """A config of `targets` targets on paths /t/0 ... of one server, written fast."""
+def write_monitor_config(path: Path, *, targets: int, interval: float, base_url: str | list[str],
+                         port: int, histogram: bool = True, timeout: float = 10.0,
+                         workers: int = 0) -> None:
+    """A config of `targets` targets on paths /t/0 ... of one server (of its addresses in
+    turn, given several base URLs), written fast."""
+    bases = [base_url] if isinstance(base_url, str) else base_url
     lines = [
         "location: bench",
         f"server: {{listen: 127.0.0.1, port: {port}}}",
         f"store: {{path: {path.parent / 'monitor.db'}}}",
         f"metrics: {{per_target_histogram: {'true' if histogram else 'false'}}}",
+        f"limits: {{probe_workers: {workers}}}",
         f"defaults: {{interval: {interval:g}s, timeout: {min(timeout, interval):g}s}}",
         "targets:",
     ]
-    lines += [f"  - {{name: t{i}, url: '{base_url}/t/{i}'}}" for i in range(targets)]
+    lines += [f"  - {{name: t{i}, url: '{bases[i % len(bases)]}/t/{i}'}}" for i in range(targets)]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -167,6 +246,9 @@ class MonitorProcess:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def bases(self) -> list[str]:
+        return [f"http://127.0.0.{i}:{self.port}" for i in range(1, self.addresses + 1)]
 
     async def start(self, limit: float = 300) -> float:
         """Spawn it and wait for its "started:" line; returns the start-up time in seconds."""

@@ -1,9 +1,11 @@
 """Per-probe CPU cost, side by side, against one loopback nginx.
 
 One run measures, one after the other at the same probe rate on the same target:
-  (a) raw aiohttp: a paced loop of fresh-connection GETs (new session and connector per
-      request, force_close; the loop's DNS channel held open), in its own process: the floor
-      for a Python prober;
+  (a) the floor: aiohttp with ONE ClientSession whose connector never keeps a connection
+      (force_close, no DNS cache): every GET is still a cold visit (new TCP connection, and a
+      TLS handshake on https), in its own process;
+  (a') aiohttp with a new ClientSession and connector per GET (what a naive prober does),
+      in its own process;
   (b) the Prometheus blackbox exporter (Debian's prometheus-blackbox-exporter) driven by
       /probe?target=...&module=http_2xx requests at that rate; only the exporter's CPU counts;
   (c) `monitor run`: the whole pipeline (scheduler, probe, tracker, store, metrics) on
@@ -11,7 +13,7 @@ One run measures, one after the other at the same probe rate on the same target:
   (c') with --also uvloop|hold-dns|uvloop,hold-dns, the same daemon started by bench/launch.py
       with those options (repeatable).
 CPU is user + system time of the measured process (all threads) from /proc/PID/stat, over
-a window that starts after a warm-up. Prints CPU-seconds per 1,000 probes and the ratios.
+a window that starts after a warm-up. Prints CPU-ms per probe and the ratio to the floor (a).
 
     .venv/bin/python bench/probe_cost.py [--rate 200] [--seconds 30] [--interval 5]
         [--also uvloop,hold-dns]
@@ -41,12 +43,17 @@ from common import (
     MonitorProcess,
     Nginx,
     cpu_seconds,
+    drain_time_wait,
     free_port,
     metric_sum,
+    tree_cpu_seconds,
     write_monitor_config,
 )
 
 WARMUP = 3.0  # seconds before a measurement window opens
+FLOOR = "a aiohttp, one session, fresh connection per GET (floor)"
+NAIVE = "a' aiohttp, new session per GET"
+BLACKBOX = "b blackbox_exporter"
 
 
 async def paced(rate: float, seconds: float, one: Callable[[], Awaitable[bool]]) -> tuple[int, int]:
@@ -74,27 +81,50 @@ async def paced(rate: float, seconds: float, one: Callable[[], Awaitable[bool]])
     return results[0], results[1]
 
 
-# --- (a) raw aiohttp, in a child process -----------------------------------------------------
+# --- (a) and (a') raw aiohttp, in a child process ------------------------------------------
 
-async def raw_child(url: str, rate: float, seconds: float) -> None:
+def cold_connector() -> aiohttp.TCPConnector:
+    """A connector that opens a new connection for every request and asks DNS every time."""
+    return aiohttp.TCPConnector(force_close=True, use_dns_cache=False, limit=0)
+
+
+async def raw_child(url: str, rate: float, seconds: float, mode: str, warmup: float) -> None:
+    shared = aiohttp.ClientSession(connector=cold_connector()) if mode == "one" else None
+
     async def one() -> bool:
-        connector = aiohttp.TCPConnector(force_close=True, use_dns_cache=False)
-        async with aiohttp.ClientSession(connector=connector) as session, \
+        if shared is not None:
+            async with shared.get(url) as response:
+                await response.read()
+                return response.status == 200
+        async with aiohttp.ClientSession(connector=cold_connector()) as session, \
                 session.get(url) as response:
             await response.read()
             return response.status == 200
 
-    await paced(rate, WARMUP, one)
+    await paced(rate, warmup, one)
     cpu0 = cpu_seconds(os.getpid())
     wall0 = time.monotonic()
     done, ok = await paced(rate, seconds, one)
     cpu = cpu_seconds(os.getpid()) - cpu0
+    if shared is not None:
+        await shared.close()
     print(json.dumps({"probes": done, "ok": ok, "cpu": cpu, "wall": time.monotonic() - wall0}))
 
 
-def run_raw(url: str, rate: float, seconds: float) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--raw-child", url, str(rate), str(seconds)],
-                         check=True, capture_output=True, text=True).stdout
+def event_loop() -> str:
+    """The event loop `monitor run` picks: uvloop if it is installed, else asyncio's."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def run_raw(url: str, rate: float, seconds: float, mode: str,
+            warmup: float) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--raw-child", url, str(rate), str(seconds),
+                          mode, event_loop(), str(warmup)], check=True, capture_output=True,
+                         text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -112,7 +142,8 @@ def start_blackbox(workdir: Path, port: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def run_blackbox(workdir: Path, url: str, rate: float, seconds: float) -> dict[str, float]:
+async def run_blackbox(workdir: Path, url: str, rate: float, seconds: float,
+                       warmup: float) -> dict[str, float]:
     port = free_port()
     proc = start_blackbox(workdir, port)
     probe_url = f"http://127.0.0.1:{port}/probe"
@@ -135,7 +166,7 @@ async def run_blackbox(workdir: Path, url: str, rate: float, seconds: float) -> 
                     body = await response.text()
                 return "\nprobe_success 1" in body
 
-            await paced(rate, WARMUP, one)
+            await paced(rate, warmup, one)
             cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
             done, ok = await paced(rate, seconds, one)
             cpu = cpu_seconds(proc.pid) - cpu0
@@ -148,14 +179,15 @@ async def run_blackbox(workdir: Path, url: str, rate: float, seconds: float) -> 
 # --- (c) monitor run ----------------------------------------------------------------------
 
 async def run_monitor(workdir: Path, base_url: str, rate: float, seconds: float,
-                      interval: float, options: frozenset[str]) -> dict[str, float]:
+                      interval: float, options: frozenset[str],
+                      workers: int = 0) -> dict[str, float]:
     targets = round(rate * interval)
-    run_dir = workdir / ("monitor-" + "-".join(sorted(options)))
+    run_dir = workdir / ("monitor-" + "-".join(sorted(options)) + f"-w{workers}")
     run_dir.mkdir()
     config = run_dir / "monitor.yaml"
     port = free_port()
     write_monitor_config(config, targets=targets, interval=interval, base_url=base_url,
-                         port=port, timeout=5)
+                         port=port, timeout=5, workers=workers)
     daemon = MonitorProcess(config, port, uvloop="uvloop" in options,
                             hold_dns="hold-dns" in options)
     try:
@@ -165,9 +197,10 @@ async def run_monitor(workdir: Path, base_url: str, rate: float, seconds: float,
             text = (await daemon.scrape(session))[0].decode()
             probes0 = metric_sum(text, "monitor_probes_total")
             ok0 = metric_sum(text, "monitor_probes_total", result="ok")
-            cpu0, wall0 = cpu_seconds(daemon.pid), time.monotonic()
+            # The daemon and its probe workers, if any.
+            cpu0, wall0 = tree_cpu_seconds(daemon.pid), time.monotonic()
             await asyncio.sleep(seconds)
-            cpu, wall = cpu_seconds(daemon.pid) - cpu0, time.monotonic() - wall0
+            cpu, wall = tree_cpu_seconds(daemon.pid) - cpu0, time.monotonic() - wall0
             text = (await daemon.scrape(session))[0].decode()  # after the CPU reading
             probes = metric_sum(text, "monitor_probes_total") - probes0
             ok = metric_sum(text, "monitor_probes_total", result="ok") - ok0
@@ -188,18 +221,32 @@ async def main(args: argparse.Namespace) -> None:
         workdir = Path(tmp)
         url = f"{nginx.base}/t/0"
         rows: dict[str, dict[str, float]] = {}
+        warmup = args.interval + WARMUP  # every contender warms up as long as the monitor
         contenders: list[tuple[str, Callable[[], Awaitable[dict[str, float]]]]] = [
-            ("a raw aiohttp", lambda: asyncio.to_thread(run_raw, url, args.rate, args.seconds)),
-            ("b blackbox_exporter", lambda: run_blackbox(workdir, url, args.rate, args.seconds)),
+            (FLOOR, lambda: asyncio.to_thread(run_raw, url, args.rate, args.seconds, "one",
+                                              warmup)),
+            (NAIVE, lambda: asyncio.to_thread(run_raw, url, args.rate, args.seconds, "new",
+                                              warmup)),
             ("c monitor", lambda: run_monitor(workdir, nginx.base, args.rate, args.seconds,
                                               args.interval, frozenset())),
         ]
+        if args.workers:
+            contenders.append((f"c monitor, {args.workers} probe workers",
+                               lambda: run_monitor(workdir, nginx.base, args.rate, args.seconds,
+                                                   args.interval, frozenset(), args.workers)))
+        if shutil.which("prometheus-blackbox-exporter"):
+            contenders.append((BLACKBOX, lambda: run_blackbox(workdir, url, args.rate,
+                                                              args.seconds, warmup)))
+        else:
+            print("  no prometheus-blackbox-exporter: (b) not measured", file=sys.stderr)
         for also in args.also:
             options = frozenset(also.split(","))
             contenders.append((f"c' monitor +{also}",
                                lambda o=options: run_monitor(workdir, nginx.base, args.rate,  # type: ignore[misc]
                                                              args.seconds, args.interval, o)))
         for name, run in contenders:
+            waiting = await drain_time_wait()
+            print(f"  {name}: starting with {waiting} sockets in TIME_WAIT", file=sys.stderr)
             server0 = nginx.cpu_seconds()
             row = await run()
             row["nginx_cpu"] = nginx.cpu_seconds() - server0
@@ -208,33 +255,36 @@ async def main(args: argparse.Namespace) -> None:
                   f"{row['wall']:.1f}s, {row['cpu']:.2f} CPU-s", file=sys.stderr, flush=True)
 
     print(f"\nprobe cost at {args.rate:g} probes/s, {args.seconds:g}s windows, loopback nginx, "
-          f"{os.cpu_count()} CPUs")
-    print("| contender | probes | ok | probes/s | CPU-s | CPU-s per 1,000 probes |")
-    print("|---|---:|---:|---:|---:|---:|")
-    per_k: dict[str, float] = {}
+          f"{os.cpu_count()} CPUs, event loop {event_loop()} (the monitor's and a's)")
+    print("| contender | probes | ok | probes/s | CPU-s | CPU-ms per probe | vs floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    per_probe = {name: 1000 * row["cpu"] / max(row["probes"], 1) for name, row in rows.items()}
     for name, row in rows.items():
-        per_k[name] = 1000 * row["cpu"] / max(row["probes"], 1)
         print(f"| {name} | {row['probes']:.0f} | {row['ok']:.0f} | "
-              f"{row['probes'] / row['wall']:.0f} | {row['cpu']:.2f} | {per_k[name]:.3f} |")
-    a, b, c = per_k["a raw aiohttp"], per_k["b blackbox_exporter"], per_k["c monitor"]
-    print(f"\nc/a = {c / a:.2f}   c/b = {c / b:.2f}")
-    for also in args.also:
-        cu = per_k[f"c' monitor +{also}"]
-        print(f"c' (+{also}): c'/a = {cu / a:.2f}   c'/b = {cu / b:.2f}")
+              f"{row['probes'] / row['wall']:.0f} | {row['cpu']:.2f} | "
+              f"{per_probe[name]:.3f} | {per_probe[name] / per_probe[FLOOR]:.2f} |")
     m = rows["c monitor"]
     print(f"monitor: {m['targets']:.0f} targets every {args.interval:g}s, "
           f"start-up {m['startup']:.2f}s")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--raw-child":
-        asyncio.run(raw_child(sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))
+    if len(sys.argv) == 8 and sys.argv[1] == "--raw-child":
+        # The event loop `monitor run` uses: uvloop when installed (monitor[fast]).
+        loop_run = asyncio.run
+        if sys.argv[6] == "uvloop":
+            import uvloop
+            loop_run = uvloop.run
+        loop_run(raw_child(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5],
+                           float(sys.argv[7])))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=200, help="probes per second (200)")
     parser.add_argument("--seconds", type=float, default=30, help="measured window (30)")
     parser.add_argument("--interval", type=float, default=5,
                         help="monitor's probe interval; targets = rate × interval (5)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="also run the monitor with limits.probe_workers: N")
     parser.add_argument("--also", action="append", default=[], metavar="OPTIONS",
                         help="also run the monitor with launch.py options: uvloop, hold-dns or "
                              "both (uvloop,hold-dns); repeatable")

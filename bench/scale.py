@@ -41,15 +41,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     MonitorProcess,
     Nginx,
-    cpu_seconds,
     free_port,
     metric_samples,
     metric_sum,
-    proc_status_kib,
+    process_tree,
+    tree_cpu_seconds,
+    tree_status_kib,
     write_monitor_config,
 )
 
 RAMP_EXTRA = 5.0  # seconds after the first interval before the window opens
+ON_TIME = 1.0  # a run is on time if its request reaches nginx at most this late
+SCRAPE_LIMIT = 60.0  # seconds a /metrics scrape may take before it counts as timed out
 
 
 def lateness_from_log(log: Path, interval: float, since: float, until: float) -> tuple[
@@ -86,6 +89,20 @@ def quantile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def histogram_highest(before: str, after: str, name: str) -> str:
+    """The bucket holding the window's largest observation ("<= 0.05s")."""
+    def buckets(text: str) -> dict[float, float]:
+        return {float(labels.split('le="')[1].split('"')[0]): value
+                for labels, value in metric_samples(text, name + "_bucket")}
+
+    b0, b1 = buckets(before), buckets(after)
+    total = b1.get(float("inf"), 0.0) - b0.get(float("inf"), 0.0)
+    for le in sorted(b1):
+        if b1[le] - b0.get(le, 0.0) >= total:
+            return f"<= {le:g}s"
+    return "n/a"
+
+
 def histogram_quantile(before: str, after: str, name: str, q: float) -> str:
     """The bucket bound under which a fraction q of the window's observations fall."""
     def buckets(text: str) -> dict[float, float]:
@@ -118,20 +135,23 @@ def rollup_sizes(db_path: Path, targets: int) -> dict[str, float]:
     out["file_bytes"] = db_path.stat().st_size
     minute_row = out["rollup_minute_bytes"] / max(out["rollup_minute_rows"], 1)
     hour_row = out["rollup_hour_bytes"] / max(out["rollup_hour_rows"], 1)
-    out["per_target_day"] = minute_row * 1440 + hour_row * 24
+    # Per-minute rollups are off by default: then only the hour rows grow.
+    out["per_target_day"] = (minute_row * 1440 if out["rollup_minute_rows"] else 0) \
+        + hour_row * 24
     out["minute_row"], out["hour_row"] = minute_row, hour_row
     return out
 
 
 async def run_one(n: int, args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-") as tmp, \
-            Nginx(Path(tmp), log_requests=True) as nginx:
+            Nginx(Path(tmp), log_requests=True, addresses=args.addresses) as nginx:
         run_dir = Path(tmp) / "monitor"
         run_dir.mkdir()
         config = run_dir / "monitor.yaml"
         port = free_port()
-        write_monitor_config(config, targets=n, interval=args.interval, base_url=nginx.base,
-                             port=port, histogram=args.histogram, timeout=10)
+        write_monitor_config(config, targets=n, interval=args.interval, base_url=nginx.bases(),
+                             port=port, histogram=args.histogram, timeout=10,
+                             workers=args.workers)
         extra = ("--shard", args.shard) if args.shard else ()
         daemon = MonitorProcess(config, port, uvloop=args.uvloop, hold_dns=args.hold_dns,
                                 extra_args=extra)
@@ -148,18 +168,25 @@ async def run_one(n: int, args: argparse.Namespace) -> dict[str, object]:
                 before = (await daemon.scrape(session))[0].decode()
                 await asyncio.sleep(args.interval + RAMP_EXTRA)
                 since = time.time()
-                cpu0, nginx0 = cpu_seconds(daemon.pid), nginx.cpu_seconds()
+                cpu0, nginx0 = tree_cpu_seconds(daemon.pid), nginx.cpu_seconds()
                 print(f"[{n}] measuring {args.duration:g}s", file=sys.stderr, flush=True)
                 await asyncio.sleep(args.duration)
-                cpu, ngx = cpu_seconds(daemon.pid) - cpu0, nginx.cpu_seconds() - nginx0
+                cpu, ngx = tree_cpu_seconds(daemon.pid) - cpu0, nginx.cpu_seconds() - nginx0
                 until = time.time()
                 scrapes = []
+                after = ""
                 for _ in range(args.scrapes):
-                    body, seconds = await daemon.scrape(session)
+                    try:
+                        async with asyncio.timeout(SCRAPE_LIMIT):
+                            body, seconds = await daemon.scrape(session)
+                    except TimeoutError:
+                        scrapes.append((float("inf"), 0))
+                        continue
                     scrapes.append((seconds, len(body)))
-                after = body.decode()
-            r["hwm_mib"] = proc_status_kib(daemon.pid, "VmHWM") / 1024
-            r["rss_mib"] = proc_status_kib(daemon.pid, "VmRSS") / 1024
+                    after = body.decode()
+            r["hwm_mib"] = tree_status_kib(daemon.pid, "VmHWM") / 1024
+            r["rss_mib"] = tree_status_kib(daemon.pid, "VmRSS") / 1024
+            r["processes"] = len(process_tree(daemon.pid))
         finally:
             await daemon.stop()
         await asyncio.sleep(1.5)  # nginx flushes its log buffer every second
@@ -174,9 +201,12 @@ async def run_one(n: int, args: argparse.Namespace) -> dict[str, object]:
                                                                          "monitor_probes_total")
         ok = metric_sum(after, "monitor_probes_total", result="ok") - metric_sum(
             before, "monitor_probes_total", result="ok")
+        expected = n * (until - since) / args.interval
         r.update(
+            on_time_pct=100 * sum(1 for x in late if x <= ON_TIME) / max(expected, 1),
+            loop_lag=histogram_highest(before, after, "monitor_event_loop_lag_seconds"),
             window=until - since, cpu=cpu, nginx_cpu=ngx, requests=requests,
-            expected=n * (until - since) / args.interval, log_skipped=skipped,
+            expected=expected, log_skipped=skipped,
             probes=probes, ok=ok, missed=missed,
             late_p50=quantile(late, 0.5), late_p99=quantile(late, 0.99),
             late_max=max(late) if late else float("nan"),
@@ -195,6 +225,7 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
           f"{args.interval + RAMP_EXTRA:g}s ramp-up, per-target histogram "
           f"{'on' if args.histogram else 'off'}, {'uvloop' if args.uvloop else 'asyncio'}"
           f"{', DNS channel held' if args.hold_dns else ''}, "
+          f"{args.workers} probe workers, "
           f"{os.cpu_count()} CPUs shared with nginx")
     print("| figure | " + " | ".join(f"{r['targets']:,} targets" for r in rows) + " |")
     print("|---|" + "---:|" * len(rows))
@@ -207,7 +238,8 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
         r["rate"] = float(r["requests"]) / w  # type: ignore[arg-type]
         r["cpu_pct"] = 100 * float(r["cpu"]) / w  # type: ignore[arg-type]
         r["nginx_pct"] = 100 * float(r["nginx_cpu"]) / w  # type: ignore[arg-type]
-        r["cpu_per_k"] = 1000 * float(r["cpu"]) / max(float(r["probes"]), 1)  # type: ignore[arg-type]
+        # Over the window's requests: the counters' deltas also hold the ramp-up.
+        r["cpu_per_k"] = 1000 * float(r["cpu"]) / max(float(r["requests"]), 1)  # type: ignore[arg-type]
         r["missed_total"] = sum(r["missed"].values())  # type: ignore[attr-defined]
         r["ok_pct"] = 100 * float(r["ok"]) / max(float(r["probes"]), 1)  # type: ignore[arg-type]
         db = r["db"]
@@ -221,6 +253,8 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
     line("requests in window / expected", "{:,.0f}", "requests")
     line("expected", "{:,.0f}", "expected")
     line("probes ok (%)", "{:.2f}", "ok_pct")
+    line(f"runs on time (request ≤ {ON_TIME:g} s late, % of expected)", "{:.2f} %",
+         "on_time_pct")
     line("lateness p50 (nginx log)", "{:.0f} ms", "late_p50_ms")
     line("lateness p99 (nginx log)", "{:.0f} ms", "late_p99_ms")
     line("lateness max (nginx log)", "{:.0f} ms", "late_max_ms")
@@ -228,10 +262,12 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
     line("lateness p99 (histogram)", "{}", "hist_p99")
     line("missed+coalesced+still_running", "{:.0f}", "missed_total")
     line("runs skipped (nginx log)", "{}", "log_skipped")
-    line("monitor CPU (% of one core)", "{:.0f} %", "cpu_pct")
+    line("monitor processes", "{}", "processes")
+    line("monitor CPU (% of one core, all processes)", "{:.0f} %", "cpu_pct")
     line("monitor CPU-s per 1,000 probes", "{:.3f}", "cpu_per_k")
     line("nginx CPU (% of one core)", "{:.0f} %", "nginx_pct")
-    line("peak RSS (VmHWM)", "{:.0f} MiB", "hwm_mib")
+    line("peak RSS (VmHWM, all processes)", "{:.0f} MiB", "hwm_mib")
+    line("longest event-loop block (lag histogram)", "{}", "loop_lag")
     line(f"/metrics scrape (median of {args.scrapes})", "{:.2f} s", "scrape_s")
     line("/metrics size", "{:.1f} MiB", "scrape_mib")
     line("DB bytes per target per day", "{:,.0f}", "db_day")
@@ -263,4 +299,9 @@ if __name__ == "__main__":
     parser.add_argument("--hold-dns", action="store_true",
                         help="keep the DNS channel open for the run (bench/launch.py)")
     parser.add_argument("--shard", help="pass --shard I/N to the monitor")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="limits.probe_workers: probe worker processes (0)")
+    parser.add_argument("--addresses", type=int, default=8,
+                        help="nginx listens on 127.0.0.1 ... 127.0.0.N, targets spread over "
+                             "them (8): real targets are many hosts, not one address")
     asyncio.run(main(parser.parse_args()))

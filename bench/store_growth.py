@@ -1,12 +1,13 @@
 """How big the SQLite history grows: bytes per target per day, and the steady-state size.
 
 Simulates N targets probed once a minute for a number of hours into a temporary file with
-the store's own schema and upserts, one transaction per simulated minute holding a row per
-target for the minute table and an upsert per target for the hour table (the same access
-pattern as the store's flushes, in bigger batches), then measures each table with SQLite's
-`dbstat` and runs one hourly retention pass.
+the store's own schema, one transaction per simulated hour holding a row per target and
+hour (and, with per-minute rollups on, a row per target and minute), then measures each
+table with SQLite's `dbstat` and runs one hourly retention pass. By default the store's
+default retention (per-minute rollups off); `--minutes 14d` measures them switched on.
+Uptime never reads rollups (it comes from outages and run periods), so either way it is exact.
 
-    .venv/bin/python bench/store_growth.py [--targets 10000] [--hours 24]
+    .venv/bin/python bench/store_growth.py [--targets 10000] [--hours 24] [--minutes 14d]
 
 Imports `monitor.store` (the schema, upserts and retention); writes only to a temp dir.
 """
@@ -24,13 +25,14 @@ from monitor.model import Failure
 from monitor.store import Retention, SqliteStore
 from monitor.store.retention import prune_history
 from monitor.store.schema import FAILURE_COLUMNS
+from monitor.timefmt import parse_duration
 
 DAY = 86400
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 LOCATION = "bench"
 
 
-def simulate(path: Path, targets: int, hours: int, failure_rate: float) -> float:
+def simulate(path: Path, targets: int, hours: int, failure_rate: float, minutes: bool) -> float:
     """Write the rollups of `hours` hours; return the seconds it took."""
     asyncio.run(_create(path))
     db = sqlite3.connect(path, isolation_level=None)
@@ -57,7 +59,7 @@ def simulate(path: Path, targets: int, hours: int, failure_rate: float) -> float
     began = time.perf_counter()
     for hour in range(hours):
         db.execute("BEGIN")
-        for minute in range(60):
+        for minute in range(60 if minutes else 0):
             bucket = START + hour * 3600 + minute * 60
             db.execute(f"INSERT INTO rollup_minute ({columns}) {rows}", (bucket, 1))
         # The store upserts hour rows at every flush; their final values land in the same
@@ -100,19 +102,23 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=10_000)
     parser.add_argument("--hours", type=int, default=24, help="simulated hours (24 = one day)")
     parser.add_argument("--failure-rate", type=float, default=0.01)
+    parser.add_argument("--minutes", type=parse_duration, default=Retention().minutes,
+                        help="store.retention.minutes (default: the store's, 0 = off)")
     args = parser.parse_args()
-    retention = Retention()
+    retention = Retention(minutes=args.minutes)
     assert retention.minutes is not None and retention.hours is not None
     days = args.hours / 24
 
     with tempfile.TemporaryDirectory(prefix="store-growth-") as tmp:
         path = Path(tmp) / "history.db"
-        elapsed = simulate(path, args.targets, args.hours, args.failure_rate)
+        elapsed = simulate(path, args.targets, args.hours, args.failure_rate,
+                           retention.minutes > 0)
         db = sqlite3.connect(path, isolation_level=None)
         sizes = table_bytes(db)
         minute = sizes["rollup_minute"][0] / args.targets / days
         hour = sizes["rollup_hour"][0] / args.targets / days
         rows = db.execute("SELECT count(*) FROM rollup_minute").fetchone()[0]
+        hour_rows = db.execute("SELECT count(*) FROM rollup_hour").fetchone()[0]
 
         # One hourly retention pass once the oldest data is due: deletes one hour of minutes.
         now = START + retention.minutes + 3600
@@ -127,9 +133,12 @@ def main() -> None:
     minute_total = minute * retention.minutes / DAY * args.targets
     hour_total = hour * retention.hours / DAY * args.targets
     print(f"simulated {args.targets:,} targets x {args.hours} h at one probe a minute")
-    print(f"  wrote {rows:,} minute rows in {elapsed:.1f} s ({rows / elapsed:,.0f} rows/s)")
+    print(f"  wrote {rows:,} minute rows and {hour_rows:,} hour rows in {elapsed:.1f} s")
     for table, per_day in (("minute", minute), ("hour", hour)):
         size, unused = sizes[f"rollup_{table}"]
+        if table == "minute" and not rows:
+            print("  minute rollups: off (store.retention.minutes: 0)")
+            continue
         print(
             f"  {table} rollups: {per_day:,.0f} bytes per target per day"
             f" ({per_day / (24 if table == 'hour' else 1440):.1f} per row,"
@@ -137,8 +146,9 @@ def main() -> None:
         )
     print(f"  series table: {human(sizes['series'][0])}")
     print(f"  hourly retention pass: deleted {rows - left:,} minute rows in {prune_seconds:.2f} s")
+    print(f"growth: {minute + hour:,.0f} bytes per target per day of rollups")
     print(
-        f"steady state with the default retention "
+        f"steady state with this retention "
         f"({retention.minutes / DAY:.0f} d of minutes, {retention.hours / DAY:.0f} d of hours):"
     )
     print(f"  minutes {human(minute_total)} + hours {human(hour_total)}", end="")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -51,6 +52,7 @@ from monitor.tasks import background, cancel, guarded_loop
 from monitor.timefmt import human_duration, rfc3339
 from monitor.tracker import TargetTracker
 from monitor.web.view import RecentResults
+from monitor.workers import ProbeWorkers
 
 log = logging.getLogger("monitor")
 
@@ -110,7 +112,8 @@ class Monitor:
         self.proxies = ProxyLog()  # a dead proxy's results are unknown: the log says so
         self.recent = RecentResults()  # the phases on /target/NAME
         self.scheduler = Scheduler(self.tick, on_lateness=self.metrics.lateness.observe,
-                                   on_skipped=self._skipped, clock=clock,
+                                   on_skipped=self._skipped,
+                                   on_loop_lag=self.metrics.loop_lag.observe, clock=clock,
                                    max_in_flight=max_in_flight)
         self.metrics.in_flight.set_function(lambda: self.scheduler.in_flight)
         self.connectivity = Connectivity(config.connectivity, on_change=self._connectivity,
@@ -371,8 +374,11 @@ class Monitor:
         """Uptime ratios over known time, one store query per window for all targets."""
         now = self._clock()
         for window, seconds in UPTIME_WINDOWS.items():
-            for report in await self.store.report(now - seconds, now, location=self.location):
+            reports = await self.store.report(now - seconds, now, location=self.location)
+            for i, report in enumerate(reports, 1):
                 self.metrics.set_uptime(report.target, window, report.uptime)
+                if i % 2000 == 0:  # 100,000 targets: never one long block of the loop
+                    await asyncio.sleep(0)
 
     # --- the server's view ----------------------------------------------------------------
 
@@ -479,8 +485,12 @@ async def running_monitor(
         bad_requests, server_log = BadRequests(), logging.getLogger("aiohttp.server")
         server_log.addFilter(bad_requests)
         stack.callback(server_log.removeFilter, bad_requests)
+        options: dict[str, Any] = {}
+        if config.limits.probe_workers:
+            workers = await stack.enter_async_context(ProbeWorkers(config.limits.probe_workers))
+            options["probe"] = workers.probe
         monitor = Monitor(config, store, shard=shard, uptime_refresh=uptime_refresh,
-                          prune_interval=prune_interval, max_in_flight=in_flight)
+                          prune_interval=prune_interval, max_in_flight=in_flight, **options)
         host = listen or config.server.listen
         bind_port = config.server.port if port is None else port
         # The keep-alive timeout runs from the moment a connection opens: it is the header
@@ -506,6 +516,10 @@ async def running_monitor(
         stack.callback(listener.close)
         log.info("started: location=%s, %d targets, listening on http://%s:%d/ (store %s)",
                  monitor.location, len(monitor.targets()), host, bind_port, config.store.path)
+        # What start-up built (config, targets, trackers, metric series) lives for the run:
+        # out of the collector's full passes, which would walk it again and again (at
+        # 100,000 targets, millions of objects several times a minute).
+        gc.freeze()
         try:
             yield monitor
         finally:

@@ -55,7 +55,7 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     path: str = "data/monitor.db"  # relative paths are relative to the CWD
-    minute_retention: float = 14 * 86400  # seconds; per-minute rollups
+    minute_retention: float = 0.0  # seconds; per-minute rollups (0 = not written)
     hour_retention: float = 400 * 86400  # per-hour rollups
     outage_retention: float | None = None  # None = keep forever
 
@@ -75,6 +75,7 @@ class LimitsConfig:
     max_probes_in_flight: int | None = None
     server_connections: int | None = None  # connections to the daemon's own HTTP server
     server_header_timeout: float = 5.0  # idle or half-sent requests are closed after this
+    probe_workers: int = 0  # probe child processes (monitor.workers); 0: probes in the daemon
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +242,9 @@ _SERVER_KEYS = ("listen", "port", "token", "allowed_hosts", "allow_public_withou
 _STORE_KEYS = ("path", "retention")
 _RETENTION_KEYS = ("minutes", "hours", "outages")
 _METRICS_KEYS = ("duration_buckets", "per_target_histogram")
-_LIMITS_KEYS = ("max_probes_in_flight", "server_connections", "server_header_timeout")
+_LIMITS_KEYS = (
+    "max_probes_in_flight", "server_connections", "server_header_timeout", "probe_workers"
+)
 _CONNECTIVITY_KEYS = ("checks", "interval", "timeout", "failing_share", "min_hosts")
 _ENDPOINT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
 _EXPECT_KEYS = ("status", "body_contains", "body_regex", "rcode")
@@ -798,7 +801,7 @@ class _Parser:
         return StoreConfig(
             path=self.field(items, "path", "store", self.string, default.path),
             minute_retention=self.field(
-                retention, "minutes", path, self.positive_duration, default.minute_retention
+                retention, "minutes", path, self.duration_or_off, default.minute_retention
             ),
             hour_retention=self.field(
                 retention, "hours", path, self.positive_duration, default.hour_retention
@@ -807,6 +810,15 @@ class _Parser:
                 retention, "outages", path, self.outage_retention, default.outage_retention
             ),
         )
+
+    def duration_or_off(self, node: Node, path: str) -> float:
+        """A duration, or 0 / off: not kept at all."""
+        if isinstance(node, ScalarNode) and node.value == "off":
+            return 0.0
+        value = self.duration(node, path)
+        if value < 0:
+            raise _Invalid(f"must be a duration like 14d, or 0 (off), got {_got(node)}")
+        return value
 
     def outage_retention(self, node: Node, path: str) -> float | None:
         if _is_null(node) or (isinstance(node, ScalarNode) and node.value == "forever"):
@@ -855,6 +867,10 @@ class _Parser:
             server_header_timeout=self.field(
                 items, "server_header_timeout", "limits", self.positive_duration,
                 default.server_header_timeout,
+            ),
+            probe_workers=self.field(
+                items, "probe_workers", "limits", lambda n, p: self.integer(n, p, 0, 64),
+                default.probe_workers,
             ),
         )
 

@@ -20,7 +20,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
@@ -89,11 +89,11 @@ class _Guard(asyncio.Protocol):
         self.spoke = False  # has sent at least one byte
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; uvloop's TCPTransport is not a subclass of asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         if not self.gate.admit(self):
-            transport.write(_REFUSED)
-            transport.close()
+            self.transport.write(_REFUSED)
+            self.transport.close()
             return
         self.inner = self.gate.factory()
         self.inner.connection_made(transport)

@@ -202,6 +202,10 @@ class Metrics:
         lateness = Histogram(
             "monitor_scheduler_lateness_seconds", "How late probes start against their schedule.",
             ["location"], buckets=LATENESS_BUCKETS, registry=own)
+        loop_lag = Histogram(
+            "monitor_event_loop_lag_seconds", "How much later than asked the event loop "
+            "ran the scheduler's watch (every 0.1 s): its longest blocks.",
+            ["location"], buckets=LATENESS_BUCKETS, registry=own)
         self.missed_runs = Counter(
             "monitor_scheduler_missed_runs", "Scheduled probe runs skipped (missed, coalesced, "
             "still running or overloaded).", ["location", "reason"], registry=own)
@@ -223,9 +227,10 @@ class Metrics:
         in_flight = Gauge("monitor_probes_in_flight", "Probes running now.", ["location"],
                           registry=own)
         self._own_metrics: tuple[MetricWrapperBase, ...] = (
-            lateness, self.missed_runs, reload_success, reload_timestamp, queue,
+            lateness, loop_lag, self.missed_runs, reload_success, reload_timestamp, queue,
             self.notifications, offline, in_flight)
         self.lateness = lateness.labels(location)
+        self.loop_lag = loop_lag.labels(location)
         self.reload_success = reload_success.labels(location)
         self.reload_timestamp = reload_timestamp.labels(location)
         queue.labels(location).set_function(lambda: float(self._notification_queue()))

@@ -93,10 +93,12 @@ class Scheduler:
         *,
         on_lateness: Callable[[float], None] = lambda _: None,
         on_skipped: Callable[[str], None] = lambda _: None,
+        on_loop_lag: Callable[[float], None] = lambda _: None,
         clock: Callable[[], float] = time.time,
         max_in_flight: int | None = None,
     ) -> None:
         self._run = run
+        self._on_loop_lag = on_loop_lag  # every watch step: how much later than asked
         self.max_in_flight = max_in_flight  # None: no cap
         self._on_lateness = on_lateness
         self._on_skipped = on_skipped
@@ -226,6 +228,7 @@ class Scheduler:
         """One look at the event loop's timeliness (every WATCH_STEP seconds)."""
         late = time.monotonic() - self._asked - WATCH_STEP
         now = self._clock()
+        self._on_loop_lag(max(0.0, late))
         if late >= STALL:
             self._stalls.append((now - late, late))
             if now - self._stall_logged >= EPISODE_QUIET:

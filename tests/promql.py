@@ -58,6 +58,9 @@ METRIC_CONTRACT: frozenset[str] = frozenset({
     "monitor_config_last_reload_success_timestamp_seconds",
     "monitor_offline",
     "monitor_probes_in_flight",
+    "monitor_event_loop_lag_seconds_bucket",
+    "monitor_event_loop_lag_seconds_sum",
+    "monitor_event_loop_lag_seconds_count",
 })
 
 # What a running Prometheus should see for each variable: `.+` matches every value of a

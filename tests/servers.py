@@ -139,6 +139,8 @@ class HttpServer:
         app.router.add_get("/big-headers", self._big_headers)
         app.router.add_get("/drop", self._drop)
         app.router.add_route("*", "/echo", self._echo)
+        app.router.add_get("/set-cookie-redirect", self._set_cookie_redirect)
+        app.router.add_get("/needs-cookie", self._needs_cookie)
         # handler_cancellation: a client that gives up ends the handler (slow, drip, endless).
         self._runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
@@ -243,6 +245,18 @@ class HttpServer:
     async def _redirect(self, request: web.Request) -> web.Response:
         self.requests += 1
         raise web.HTTPFound(request.query["to"])
+
+    async def _set_cookie_redirect(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        response = web.HTTPFound("/needs-cookie")
+        response.set_cookie("session", "s1")
+        raise response
+
+    async def _needs_cookie(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if request.cookies.get("session") != "s1":
+            return web.Response(status=403, text="no session")
+        return web.Response(text="welcome")
 
     async def _big_headers(self, request: web.Request) -> web.Response:
         self.requests += 1

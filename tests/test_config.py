@@ -69,6 +69,26 @@ def test_all_errors_of_a_file_are_reported_in_file_order(
     assert lines == sorted(lines)
 
 
+@pytest.mark.parametrize(("retention", "minutes"), [
+    ("", 0.0),  # per-minute rollups are off by default
+    ("retention: {minutes: off}", 0.0),
+    ("retention: {minutes: 0}", 0.0),
+    ("retention: {minutes: 14d}", 14 * 86400.0),
+])
+def test_per_minute_rollups_are_opt_in(retention: str, minutes: float) -> None:
+    text = f"store: {{path: h.db, {retention}}}\ntargets: [{{name: a, url: 'http://127.0.0.1/'}}]\n"
+    assert parse_config(text, "m.yaml", {}).store.minute_retention == minutes
+
+
+def test_probe_workers_are_a_count_from_zero() -> None:
+    text = "limits: {{probe_workers: {}}}\ntargets: [{{name: a, url: 'http://127.0.0.1/'}}]\n"
+    assert parse_config(text.format(2), "m.yaml", {}).limits.probe_workers == 2
+    assert parse_config(text.format(0), "m.yaml", {}).limits.probe_workers == 0
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text.format(-1), "m.yaml", {})
+    assert caught.value.errors[0].startswith("m.yaml:1: limits.probe_workers:")
+
+
 def test_format_errors_adds_a_count() -> None:
     exc = ConfigError(["a.yaml:1: x: bad", "a.yaml:2: y: bad"])
     assert format_errors(exc) == "a.yaml:1: x: bad\na.yaml:2: y: bad\n2 errors in the configuration"

@@ -53,6 +53,7 @@ async def test_daemon_probes_local_targets_and_exposes_metrics(tmp_path: Path) -
     for phase in ("resolve", "connect", "tls", "processing", "transfer"):
         assert sample(text, "monitor_probe_phase_seconds", target="good", phase=phase) is not None
     assert sample(text, "monitor_scheduler_lateness_seconds_count", **loc) >= 3
+    assert sample(text, "monitor_event_loop_lag_seconds_count", **loc) >= 1  # watched
     assert sample(text, "monitor_config_reload_success", **loc) == 1
     assert status == 200
     states = {t["name"]: t["state"] for t in body["targets"]}  # type: ignore[index]

@@ -5,17 +5,32 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from cryptography import x509
 from servers import Certs, HttpServer, ServerThread, SilentServer
 
 from monitor.model import PHASES, Failure, ProbeResult, StatusRange, Target
 from monitor.probes import run_probe
-from monitor.probes.http import new_ssl_context, probe_http
+from monitor.probes.http import DnsChannel, new_ssl_context, probe_http
+
+
+@pytest_asyncio.fixture(autouse=True, params=["own session", "shared session"])
+async def sessions(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Every test twice: a probe with a session of its own (a lone call), and probes
+    sharing the daemon's session (DnsChannel open on the loop): the same cold visits."""
+    if request.param == "own session":
+        yield
+        return
+    channel = DnsChannel()
+    try:
+        yield
+    finally:
+        await channel.close()
 
 
 @pytest.fixture(scope="module")
@@ -325,6 +340,18 @@ async def test_every_probe_opens_its_own_connection(
     assert (http_server.connections, http_server.requests) == (3, 3)
     assert (https_server.connections, https_server.requests) == (3, 3)
     assert https_server.tls_resumed == 0
+
+
+async def test_cookies_follow_redirect_hops_but_never_reach_another_probe(
+    http_server: HttpServer,
+) -> None:
+    # /set-cookie-redirect sets a cookie and redirects to /needs-cookie, which answers 200
+    # only with that cookie: the hops of one probe share cookies, the next probe starts without.
+    first = await probe_http(target(http_server.url("/set-cookie-redirect")))
+    second = await probe_http(target(http_server.url("/needs-cookie")))
+
+    assert first.ok, first.message
+    assert (second.ok, second.status) == (False, 403)
 
 
 @pytest.mark.parametrize(

@@ -83,10 +83,15 @@ def query(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return db.execute(sql, args).fetchall()
 
 
+# Most tests here look at minute buckets: per-minute rollups on (the default is off).
+WITH_MINUTES = Retention(minutes=14 * 86400)
+
+
 @contextlib.asynccontextmanager
 async def opened(path: Path, **kwargs: Any):  # type: ignore[no-untyped-def]
     kwargs.setdefault("flush_interval", 60.0)  # only explicit flushes, unless a test wants more
     kwargs.setdefault("clock", Clock())
+    kwargs.setdefault("retention", WITH_MINUTES)
     store = SqliteStore(path, **kwargs)
     await store.open()
     try:
@@ -294,6 +299,29 @@ async def test_results_are_aggregated_per_minute_and_hour(tmp_path: Path) -> Non
         assert hours[0] == (T0, 6, 1, 1, 950, 50, 500)
 
 
+async def test_by_default_results_are_aggregated_per_hour_only(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    async with opened(path, retention=Retention()) as store:
+        store.record_result(HERE, result("site", T0 + 1, duration=0.1))
+        store.record_result(HERE, result("site", T0 + 61, Failure.TIMEOUT, duration=10.0))
+        store.record_result(HERE, result("site", T0 + 3600, duration=0.2))  # the next hour
+        assert await store.flush()
+
+        assert query(path, "SELECT count(*) FROM rollup_minute") == [(0,)]
+        hours = query(path, ROLLUP.format("rollup_hour"), "site", HERE)
+        assert hours == [(T0, 2, 0, 1, 100, 100, 100), (T0 + 3600, 1, 0, 0, 200, 200, 200)]
+
+
+async def test_per_minute_rows_of_an_older_setting_are_pruned_when_off(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    async with opened(path) as store:
+        store.record_result(HERE, result("site", T0))
+    async with opened(path, retention=Retention()) as store:
+        await store.prune(T0 + 120)
+    assert query(path, "SELECT count(*) FROM rollup_minute") == [(0,)]
+    assert query(path, "SELECT probes FROM rollup_hour") == [(1,)]
+
+
 async def test_writer_flushes_on_its_own(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     clock = Clock()
@@ -421,7 +449,7 @@ async def test_crash_keeps_file_outage_and_known_time(tmp_path: Path) -> None:
         await store.apply_transition(HERE, up("site", T0 + 1100))
         # Known: [T0, T0+100] and [T0+1000, T0+1200]; down: [T0+50, T0+100], [T0+1000, T0+1100].
         assert await store.uptime(HERE, "site", T0, T0 + 1200) == pytest.approx(0.5)
-    assert query(path, "SELECT probes, fail_http FROM rollup_minute") == [(1, 1)]
+    assert query(path, "SELECT probes, fail_http FROM rollup_hour") == [(1, 1)]
 
 
 async def test_reader_works_while_the_store_runs(tmp_path: Path) -> None:

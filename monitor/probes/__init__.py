@@ -9,6 +9,7 @@ Imports: stdlib, the probe modules of this package, monitor.model.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
@@ -21,6 +22,8 @@ from monitor.probes.proxy import parse_proxy_url
 from monitor.probes.sanitize import clean, target_secrets
 from monitor.probes.tcp import parse_tcp_url, probe_tcp
 from monitor.probes.tls import expiry_failure, parse_tls_url, probe_tls
+
+_SPACE = re.compile(r"\s")  # white space in a URL (one regex: 100,000 URLs at start)
 
 __all__ = ["KINDS", "PROBES", "Probe", "check_url", "kind_of", "parse_proxy_url", "probe_http",
            "run_probe", "secrets_of"]
@@ -53,7 +56,7 @@ def _http_url(url: str) -> None:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         raise ValueError("must be an http:// or https:// URL with a host") from None
-    if not parts.hostname or any(c.isspace() for c in url):
+    if not parts.hostname or _SPACE.search(url) is not None:
         raise ValueError("must be an http:// or https:// URL with a host")
 
 
@@ -105,5 +108,7 @@ async def run_probe(target: Target, *, clock: Callable[[], float] = time.time) -
     if expired is not None:
         result = dataclasses.replace(result, ok=False, failure=expired[0], message=expired[1],
                                      phase="tls")
+    if not result.message:  # most results: nothing to clean
+        return result
     message = clean(result.message, secrets_of(target))
     return result if message == result.message else dataclasses.replace(result, message=message)

@@ -25,6 +25,8 @@ from urllib.parse import SplitResult, urlsplit
 from monitor.model import PHASES, Failure
 from monitor.probes.resolve import LOCAL_ERRNOS, Resolver
 
+_SPACE = re.compile(r"\s")  # white space in a URL (one regex: 100,000 URLs at start)
+
 __all__ = ["Clock", "Endpoint", "describe_os_error", "endpoint", "shared_resolver", "ssl_reason"]
 
 
@@ -46,7 +48,7 @@ def endpoint(url: str, scheme: str, *, port: str = "required") -> tuple[Endpoint
         given = parts.port
     except ValueError:
         raise ValueError(f"must be a URL like {scheme}://host:port with a valid port") from None
-    if parts.scheme != scheme or not parts.hostname or any(c.isspace() for c in url):
+    if parts.scheme != scheme or not parts.hostname or _SPACE.search(url) is not None:
         raise ValueError(f"must be a URL like {scheme}://host")
     if parts.username is not None or parts.password is not None:
         raise ValueError(f"{scheme}:// URLs take no user or password")

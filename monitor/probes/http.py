@@ -1,9 +1,11 @@
 """The HTTP(S) probe: one cold request to a target, judged and timed by phase.
 
 Every probe is a first visit: its own DNS lookup (`monitor.probes.resolve`: hosts file, then
-DNS, no cache, no thread), its own TCP connection and TLS handshake (fresh connector, closed
-after the request, no TLS session reuse). The probe never raises (except CancelledError when
-its task is cancelled); every outcome, including a timeout, is a `ProbeResult`.
+DNS, no cache, no thread), its own TCP connection and TLS handshake (a connection of its
+own, closed after the request, no TLS session reuse), its own cookies. Probes of one daemon
+share one ClientSession (`DnsChannel`) whose connector keeps nothing between requests.
+The probe never raises (except CancelledError when its task is cancelled); every outcome,
+including a timeout, is a `ProbeResult`.
 
 Phases are contiguous segments of one monotonic clock, so they add up to the duration:
 resolve (DNS), connect (TCP), tls (handshake), processing (connection ready → response
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import contextvars
 import errno
 import functools
@@ -45,6 +48,7 @@ import re
 import socket
 import ssl
 import time
+import weakref
 import zlib
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
@@ -208,11 +212,14 @@ def _trace_config() -> aiohttp.TraceConfig:
 
 
 class DnsChannel:
-    """Prepares what probes share (resolver, SSL contexts) when the daemon starts.
+    """What the probes of one event loop share while the daemon runs: one ClientSession.
 
-    Kept under its old name for the daemon: there is no DNS channel to hold open any more
-    (every lookup is fresh), but building the shared setup once at start keeps it out of
-    the first probes. `close()` is safe in any state.
+    Kept under its old name for the daemon. The session's connector keeps no connection
+    (force_close), caches no DNS answer and reuses no TLS session, so each probe is still a
+    cold visit: its own lookup, TCP connection and handshake. Sharing it saves building a
+    session, connector and resolver per probe, which cost more than the request itself.
+    Probes run without one (e.g. a single `probe_http()` call) get a session of their own.
+    Several channels on one loop share one pool; `close()` is safe in any state.
     """
 
     def __init__(self) -> None:
@@ -220,9 +227,49 @@ class DnsChannel:
         shared_resolver()  # the other kinds' (monitor.probes.common)
         _shared_ssl_context(True)
         _shared_ssl_context(False)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: nothing to share, probes use their own sessions
+        pool = _POOLS.get(self._loop)
+        if pool is None:
+            pool = _POOLS[self._loop] = _Pool()
+        pool.users += 1
 
     async def close(self) -> None:
-        return None
+        loop, self._loop = self._loop, None
+        pool = _POOLS.get(loop) if loop is not None else None
+        if pool is None:
+            return
+        pool.users -= 1
+        if pool.users <= 0:
+            del _POOLS[loop]  # type: ignore[arg-type]
+            await pool.close()
+
+
+class _Pool:
+    """The shared sessions of one event loop, one per source address."""
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.sessions: dict[str | None, aiohttp.ClientSession] = {}
+
+    def session(self, source_address: str | None) -> aiohttp.ClientSession:
+        session = self.sessions.get(source_address)
+        if session is None or session.closed:
+            session = self.sessions[source_address] = _new_session(source_address)
+        return session
+
+    async def close(self) -> None:
+        sessions, self.sessions = self.sessions, {}
+        for session in sessions.values():
+            await session.close()
+
+
+_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class TooManyInformational(Exception):
@@ -348,12 +395,12 @@ class _ProbeResolver(aiohttp.abc.AbstractResolver):
 
     def note_first(self, addresses: list[str]) -> None:
         if self.target_inside is None:
-            self.target_inside = not all(is_public(a) for a in addresses)
+            self.target_inside = not all(_is_public(a) for a in addresses)
 
     def allowed(self, addresses: list[str]) -> list[str]:
         if not self.confined or self.target_inside:
             return addresses
-        return [a for a in addresses if is_public(a)]
+        return [a for a in addresses if _is_public(a)]
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -383,6 +430,33 @@ class _ProbeResolver(aiohttp.abc.AbstractResolver):
         return None
 
 
+# An address's class never changes; parsing it is a good part of a fast probe's own cost.
+_is_public = functools.lru_cache(maxsize=65536)(is_public)
+
+_PROBE_RESOLVER: contextvars.ContextVar[_ProbeResolver | None] = contextvars.ContextVar(
+    "monitor_probe_resolver", default=None
+)
+
+
+class _RoutingResolver(aiohttp.abc.AbstractResolver):
+    """A shared connector's resolver: asks the running probe's own `_ProbeResolver`.
+
+    aiohttp resolves (without its DNS cache) in the task that sends the request, i.e. the
+    probe's task, where the context variable is set.
+    """
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        probe = _PROBE_RESOLVER.get()
+        if probe is None:  # not from a probe: no policy to apply, refuse
+            raise RedirectRefused
+        return await probe.resolve(host, port, family)
+
+    async def close(self) -> None:
+        return None
+
+
 @functools.lru_cache(maxsize=1024)
 def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
@@ -404,29 +478,39 @@ async def probe_http(
     resolver replaces the process's resolver (e.g. one asking a given name server).
     """
     started_at = clock()
-    secrets = target_secrets(target.url, target.headers, target.body)
     failure: Failure | None = None
     message = ""
     phase: str | None = None  # where a failure happened
+    pool = _POOLS.get(asyncio.get_running_loop())
+    own: aiohttp.ClientSession | None = None  # a session for this probe alone, closed after
+    session: aiohttp.ClientSession | None = None
     try:
-        connector = None
-        if target.proxy is not None:  # its name is looked up here, before the clock starts
+        context = _ssl_context(target, ssl_context)
+        probe_resolver = _ProbeResolver(resolver or _shared_resolver())
+        if target.proxy is not None:
+            # A session of its own, through the proxy; the proxy's name is looked up here,
+            # before the clock starts. The proxy resolves the target's name.
             connector = await proxy_connector(
                 parse_proxy_url(target.proxy), resolver or _shared_resolver(), target.timeout,
-                **_connector_options(target, ssl_context))
-        session, probe_resolver = _session(target, ssl_context, resolver, connector)
+                **_connector_options(target, context))
+            session = own = _new_session(target.source_address, connector)
+        elif pool is not None:
+            session = pool.session(target.source_address)
+        else:
+            session = own = _new_session(target.source_address)
     except Exception as exc:  # setup failed: the monitor's fault or an unusable option
-        session = None
         failure, message = _classify_via(exc, target)
     visit = _Visit()  # the clock starts here: setup belongs to no phase
     token = _VISIT.set(visit)
+    resolver_token = _PROBE_RESOLVER.set(probe_resolver if session is not None else None)
     try:
         if session is not None:
-            async with session:
+            async with contextlib.AsyncExitStack() if own is None else own:
                 deadline = asyncio.timeout(target.timeout)
                 try:
                     async with deadline:
-                        failure, message = await _visit(target, visit, session, probe_resolver)
+                        failure, message = await _visit(
+                            target, visit, session, probe_resolver, context)
                 except TimeoutError:
                     phase = visit.phase or "transfer"
                     if not deadline.expired():  # raised by something inside, not our deadline
@@ -446,6 +530,7 @@ async def probe_http(
                         message = "TLS handshake failed: " + message.partition(": ")[2]
                 visit.enter(None)  # closing the session is no phase either
     finally:
+        _PROBE_RESOLVER.reset(resolver_token)
         _VISIT.reset(token)
     visit.enter(None)
     duration = sum(visit.phases.values())
@@ -457,7 +542,10 @@ async def probe_http(
         duration=duration,
         ok=failure is None,
         failure=failure,
-        message=clean(message, secrets),
+        # Most results have no message: nothing to clean (the secrets cost a URL parse).
+        message=clean(message, target_secrets(target.url, target.headers, target.body))
+        if message
+        else "",
         status=visit.status,
         phases=visit.phases,
         phase=phase,
@@ -470,11 +558,8 @@ def _framed_handler(loop: asyncio.AbstractEventLoop) -> ResponseHandler:
     return _FramedHandler(loop=loop)
 
 
-def _connector_options(target: Target, ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
-    if not target.verify_tls:
-        context = _shared_ssl_context(False)
-    else:
-        context = ssl_context or _shared_ssl_context(True)
+def _connector_options(target: Target, context: ssl.SSLContext) -> dict[str, Any]:
+    """A proxy connector's options: as cold as the shared session's connector."""
     return {
         "force_close": True,
         "use_dns_cache": False,
@@ -499,23 +584,26 @@ def _classify_via(exc: BaseException, target: Target) -> tuple[Failure, str]:
     return _classify(exc)
 
 
-def _session(
-    target: Target,
-    ssl_context: ssl.SSLContext | None,
-    resolver: Resolver | None,
-    connector: aiohttp.TCPConnector | None = None,
-) -> tuple[aiohttp.ClientSession, _ProbeResolver]:
-    """Everything a probe needs before its clock starts (`connector`: a proxy's)."""
-    probe_resolver = _ProbeResolver(resolver or _shared_resolver())
+def _new_session(
+    source_address: str | None, connector: aiohttp.TCPConnector | None = None
+) -> aiohttp.ClientSession:
+    """A session whose every request is a cold visit (see DnsChannel); TLS is per request.
+    `connector`: a proxy's, for one probe's own session."""
     if connector is None:
         connector = aiohttp.TCPConnector(
-            resolver=probe_resolver, **_connector_options(target, ssl_context))
+            force_close=True,
+            use_dns_cache=False,
+            limit=0,  # the scheduler bounds concurrency, not the connector
+            resolver=_RoutingResolver(),
+            local_addr=(source_address, 0) if source_address else None,
+        )
     if isinstance(getattr(connector, "_factory", None), functools.partial):
         # aiohttp builds each connection's protocol with this factory (not public API: if
         # it goes, bytes after a body fail the probe again, which a test shows).
         connector._factory = functools.partial(_framed_handler, asyncio.get_running_loop())
-    session = aiohttp.ClientSession(
+    return aiohttp.ClientSession(
         connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),  # shared: each probe keeps its own cookies
         timeout=_NO_CLIENT_TIMEOUT,
         trace_configs=[_trace_config()],
         trust_env=False,  # no proxies from the environment, no netrc (threads)
@@ -525,7 +613,12 @@ def _session(
         auto_decompress=False,  # _Decoder: what we cannot decode is left as it is
         response_class=_Response,
     )
-    return session, probe_resolver
+
+
+def _ssl_context(target: Target, ssl_context: ssl.SSLContext | None) -> ssl.SSLContext:
+    if not target.verify_tls:
+        return _shared_ssl_context(False)
+    return ssl_context or _shared_ssl_context(True)
 
 
 def _same_origin(origin: URL, url: URL) -> bool:
@@ -538,7 +631,11 @@ def _same_origin(origin: URL, url: URL) -> bool:
 
 
 async def _visit(
-    target: Target, visit: _Visit, session: aiohttp.ClientSession, resolver: _ProbeResolver
+    target: Target,
+    visit: _Visit,
+    session: aiohttp.ClientSession,
+    resolver: _ProbeResolver,
+    context: ssl.SSLContext,
 ) -> tuple[Failure | None, str]:
     """Send the request hop by hop, read the body (capped), judge it."""
     max_redirects = min(target.max_redirects, MAX_REDIRECTS) if target.follow_redirects else 0
@@ -557,6 +654,7 @@ async def _visit(
         headers["Authorization"] = auth.encode()
     method, data = target.method, target.body
     foreign = False  # left the target's origin: nothing of the target's is sent any more
+    jar: aiohttp.CookieJar | None = None  # cookies set by earlier hops (the session has none)
     if url.host is not None and _is_ip(url.host):
         resolver.note_first([url.host])
     for hop in range(max_redirects + 1):
@@ -569,7 +667,9 @@ async def _visit(
             url,
             headers=None if foreign else headers,
             data=None if foreign else data,
+            cookies=None if jar is None else jar.filter_cookies(url),
             allow_redirects=False,
+            ssl=context,
         ) as response:
             visit.status = response.status
             location = response.headers.get("Location")
@@ -579,6 +679,9 @@ async def _visit(
                     if hop == max_redirects:
                         return Failure.HTTP, f"too many redirects ({max_redirects})"
                     foreign = foreign or not _same_origin(origin, next_url)
+                    if response.cookies:
+                        jar = jar or aiohttp.CookieJar(unsafe=True)  # IP hosts too
+                        jar.update_cookies(response.cookies, response.url)
                     if response.status == 303 or (
                         response.status in (301, 302) and method == "POST"
                     ):

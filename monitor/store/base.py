@@ -29,9 +29,14 @@ class StoreError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How long each level of history is kept, in seconds (None = forever)."""
+    """How long each level of history is kept, in seconds (None = forever).
 
-    minutes: float | None = 14 * DAY
+    Per-minute rollups are off by default (minutes = 0: not written, old ones pruned): 1,440
+    rows per target and day are most of a history's size, and uptime does not need them
+    (it comes from outages and run periods). Hourly rollups are always written.
+    """
+
+    minutes: float | None = 0.0
     hours: float | None = 400 * DAY
     outages: float | None = None  # closed outages; open ones are always kept
 

@@ -73,7 +73,9 @@ def _prune_rollups(table: str, keep: str) -> Stage:
         budget: int,
     ) -> int:
         seconds: float | None = getattr(retention, keep)
-        if seconds is None:
+        if seconds is None or (
+            cursor.series == 0 and db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is None
+        ):  # kept forever, or an empty table (per-minute rollups off): no series to visit
             cursor.next_stage()
             return 0
         cutoff = now - seconds

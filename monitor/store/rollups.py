@@ -1,5 +1,5 @@
-"""Rollups: probe results counted per target, location and minute, written per minute and
-per hour.
+"""Rollups: probe results counted per target, location and hour (and minute, if per-minute
+rollups are on), written per hour (and per minute).
 
 Imports `monitor.model` and `monitor.store.{schema,writer}` only. Results are counted in
 memory (`Rollups.add`, on the event loop) and handed to the writer with every batch
@@ -109,15 +109,17 @@ class Rollups:
     thread: filled inside a batch, emptied when a batch fails or retention deletes series).
     """
 
-    def __init__(self, max_pending: int) -> None:
+    def __init__(self, max_pending: int, *, minutes: bool = False) -> None:
         self.max_pending = max_pending  # buckets kept in memory while writes fail
+        self.minutes = minutes  # per-minute rollups are written (else buckets are hours)
+        self._width = 60 if minutes else 3600
         self.dropped = 0  # buckets discarded because writes failed for too long
         self._buckets: dict[BucketKey, Bucket] = {}
         self._dropping = False  # logged since the last good write
         self.series_ids: dict[SeriesKey, int] = {}
 
     def add(self, location: str, result: ProbeResult) -> None:
-        key = (location, result.target, int(result.started_at // 60) * 60)
+        key = (location, result.target, int(result.started_at // self._width) * self._width)
         bucket = self._buckets.get(key)
         if bucket is None:
             self._make_room(1)
@@ -138,8 +140,10 @@ class Rollups:
             return None
         taken, self._buckets = self._buckets, {}
 
+        minutes = self.minutes
+
         def write(db: sqlite3.Connection) -> None:
-            write_rollups(db, taken, self.series_ids)
+            write_rollups(db, taken, self.series_ids, minutes=minutes)
 
         return Work(write, committed=self._written, failed=lambda: self._restore(taken))
 
@@ -173,18 +177,28 @@ class Rollups:
 
 
 def write_rollups(
-    db: sqlite3.Connection, minutes: dict[BucketKey, Bucket], series_ids: dict[SeriesKey, int]
+    db: sqlite3.Connection,
+    buckets: dict[BucketKey, Bucket],
+    series_ids: dict[SeriesKey, int],
+    *,
+    minutes: bool = True,
 ) -> None:
-    """Upsert minute buckets and the hours they add up to (inside the caller's transaction).
+    """Upsert minute buckets and the hours they add up to, or (minutes=False) hour buckets
+    only, inside the caller's transaction.
 
     New series ids go into `series_ids` at once: the owner empties it if the transaction
     does not commit.
     """
-    hours: dict[BucketKey, Bucket] = {}
-    for (location, target, minute), bucket in minutes.items():
-        hours.setdefault((location, target, minute - minute % 3600), Bucket()).merge(bucket)
+    tables: tuple[tuple[str, dict[BucketKey, Bucket]], ...]
+    if minutes:
+        hours: dict[BucketKey, Bucket] = {}
+        for (location, target, minute), bucket in buckets.items():
+            hours.setdefault((location, target, minute - minute % 3600), Bucket()).merge(bucket)
+        tables = (("rollup_minute", buckets), ("rollup_hour", hours))
+    else:
+        hours, tables = buckets, (("rollup_hour", buckets),)
     ids = {(loc, t): _series_id(db, t, loc, series_ids) for loc, t, _ in hours}
-    for table, buckets in (("rollup_minute", minutes), ("rollup_hour", hours)):
+    for table, buckets in tables:
         rows = [bucket.row(ids[key[:2]], key[2]) for key, bucket in buckets.items()]
         db.executemany(UPSERT[table], rows)
 

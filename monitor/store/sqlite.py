@@ -94,7 +94,8 @@ class SqliteStore:
         self.retention = retention or Retention()
         self._clock = clock  # for heartbeats, the end of the run at close, the outbox
         self._writer = Writer(self.path, flush_interval=flush_interval, busy_timeout=busy_timeout)
-        self._rollups = Rollups(max_pending)
+        minutes = self.retention.minutes
+        self._rollups = Rollups(max_pending, minutes=minutes is None or minutes > 0)
         self.outbox = SqliteOutbox(self._writer, clock)
 
         # Owned by the event loop.
