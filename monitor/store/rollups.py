@@ -66,8 +66,9 @@ class Bucket:
         for i, count in enumerate(other.latency_counts):
             self.latency_counts[i] += count
 
-    def row(self, series: int, bucket: int) -> tuple[int | None, ...]:
+    def row(self, series: int, bucket: int, histogram: bool) -> tuple[int | None, ...]:
         failures = (self.failures.get(cls, 0) for cls in FAILURE_COLUMNS)
+        counts = self.latency_counts if histogram else ()
         return (
             series,
             bucket,
@@ -76,29 +77,30 @@ class Bucket:
             self.latency_sum_ms,
             self.latency_min_ms,
             self.latency_max_ms,
-            *self.latency_counts,
+            *counts,
         )
 
 
 _FAIL_COLS = ", ".join(FAILURE_COLUMNS.values())
 _FAIL_SUMS = ", ".join(f"{c} = {c} + excluded.{c}" for c in FAILURE_COLUMNS.values())
-_LAT_COLS = ", ".join(LATENCY_COLUMNS)
-_LAT_SUMS = ", ".join(f"{c} = {c} + excluded.{c}" for c in LATENCY_COLUMNS)
+HISTOGRAM_TABLES = ("rollup_hour",)  # the tables with the latency histogram
 
 
 def upsert_sql(table: str) -> str:
+    histogram = LATENCY_COLUMNS if table in HISTOGRAM_TABLES else ()
+    lat_cols = "".join(f", {c}" for c in histogram)
+    lat_sums = "".join(f",\n            {c} = {c} + excluded.{c}" for c in histogram)
     # min()/max() with several arguments return NULL if any is NULL: coalesce both ways.
     return f"""INSERT INTO {table} (series, bucket, probes, {_FAIL_COLS},
-            latency_sum_ms, latency_min_ms, latency_max_ms, {_LAT_COLS})
-        VALUES ({", ".join("?" * (6 + len(FAILURE_COLUMNS) + len(LATENCY_COLUMNS)))})
+            latency_sum_ms, latency_min_ms, latency_max_ms{lat_cols})
+        VALUES ({", ".join("?" * (6 + len(FAILURE_COLUMNS) + len(histogram)))})
         ON CONFLICT (series, bucket) DO UPDATE SET
             probes = probes + excluded.probes, {_FAIL_SUMS},
             latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms,
             latency_min_ms = min(coalesce(latency_min_ms, excluded.latency_min_ms),
                                  coalesce(excluded.latency_min_ms, latency_min_ms)),
             latency_max_ms = max(coalesce(latency_max_ms, excluded.latency_max_ms),
-                                 coalesce(excluded.latency_max_ms, latency_max_ms)),
-            {_LAT_SUMS}"""
+                                 coalesce(excluded.latency_max_ms, latency_max_ms)){lat_sums}"""
 
 
 UPSERT = {table: upsert_sql(table) for table in ROLLUP_TABLES}
@@ -199,7 +201,8 @@ def write_rollups(
         hours, tables = buckets, (("rollup_hour", buckets),)
     ids = {(loc, t): _series_id(db, t, loc, series_ids) for loc, t, _ in hours}
     for table, buckets in tables:
-        rows = [bucket.row(ids[key[:2]], key[2]) for key, bucket in buckets.items()]
+        histogram = table in HISTOGRAM_TABLES
+        rows = [bucket.row(ids[key[:2]], key[2], histogram) for key, bucket in buckets.items()]
         db.executemany(UPSERT[table], rows)
 
 

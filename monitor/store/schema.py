@@ -21,9 +21,9 @@ from monitor.model import Failure
 from monitor.store.base import StoreError
 
 FAILURE_COLUMNS: dict[str, str] = {f.value: f"fail_{f.value}" for f in Failure}
-# Latency of successful probes as a histogram: counts per bucket (not cumulative), upper
-# bounds in milliseconds, the last one open. Percentiles per hour come from it, so the
-# per-minute rollups are not needed for them (they are off by default).
+# Latency of successful probes as a histogram (hourly rollups only): counts per bucket (not
+# cumulative), upper bounds in milliseconds, the last one open. Hourly percentiles come from
+# it, so they need no per-minute rollups (off by default).
 LATENCY_BOUNDS_MS: tuple[int, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 LATENCY_COLUMNS: tuple[str, ...] = (
     *(f"lat_le_{bound}ms" for bound in LATENCY_BOUNDS_MS), "lat_le_inf")
@@ -121,10 +121,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"ALTER TABLE {table} ADD COLUMN fail_proxy INTEGER NOT NULL DEFAULT 0"
         for table in ROLLUP_TABLES
     ),
-    # A latency histogram per bucket: hourly percentiles without per-minute rows.
+    # A latency histogram per hour: hourly percentiles without per-minute rows (which do
+    # not carry it: they are the biggest table when they are on).
     tuple(
-        f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
-        for table in ROLLUP_TABLES
+        f"ALTER TABLE rollup_hour ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
         for column in LATENCY_COLUMNS
     ),
 )
