@@ -115,7 +115,6 @@ class ProbeWorkers:
         self._ids = itertools.count()
         self._stopping = False
         self.restarts = 0
-        self._restarted = asyncio.Condition()  # notified when a replacement is running
 
     async def __aenter__(self) -> ProbeWorkers:
         await self.start()
@@ -200,14 +199,8 @@ class ProbeWorkers:
             except OSError as exc:  # probes go to the other workers, or come back `local`
                 log.error("probe worker %d cannot be started again: %s", worker.index, exc)
                 return
-            async with self._restarted:
-                self._restarted.notify_all()
-
-    async def until_restarted(self, count: int) -> None:
-        """Wait until `count` replacements in all have been started."""
-        async with self._restarted:
-            await self._restarted.wait_for(lambda: self.restarts >= count and all(
-                w.batcher is not None for w in self._workers))
+            pid = worker.process.pid if worker.process is not None else None
+            log.warning("probe worker %d started again (pid %s)", worker.index, pid)
 
     async def stop(self) -> None:
         self._stopping = True

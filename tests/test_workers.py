@@ -3,16 +3,12 @@ results come back to the one daemon's trackers, history and /metrics (docs/desig
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from pathlib import Path
 
 from daemon import Daemon, sample
 from servers import HttpServer, closed_port
-
-from monitor.model import Failure, Target
-from monitor.workers import ProbeWorkers
 
 
 def write_config(path: Path, targets: str, workers: int = 2) -> Path:
@@ -63,17 +59,27 @@ async def test_the_daemon_probes_through_its_worker_processes(tmp_path: Path) ->
     assert sample(text, "monitor_probes_total", target="refused", result="connect", **loc) >= 2
 
 
-async def test_a_worker_that_dies_is_replaced_and_its_probes_are_unknown() -> None:
-    async with HttpServer() as site, ProbeWorkers(1) as workers:
-        target = Target(name="site", url=site.url("/ok"), timeout=1.0)
-        assert (await workers.probe(target)).ok
-        (pid,) = workers.pids
-        os.kill(pid, signal.SIGKILL)
-        lost = await workers.probe(target)
-        # Sent while it died: the monitor's fault (local), never the site's.
-        assert lost.ok or lost.failure is Failure.LOCAL
-        async with asyncio.timeout(30):
-            await workers.until_restarted(1)
-        result = await workers.probe(target)
-        assert result.ok, result.message
-        assert workers.pids != [pid] and workers.restarts == 1
+async def test_a_worker_that_dies_is_replaced_and_never_blamed_on_a_site(
+        tmp_path: Path) -> None:
+    async with HttpServer() as site:
+        config = write_config(tmp_path / "monitor.yaml", f"""\
+  - {{name: site, url: "{site.url("/ok")}"}}
+""", workers=1)
+        async with Daemon(config) as daemon:
+            await daemon.wait_for_log(r"site UP from test-lab")
+            assert daemon.proc is not None
+            (pid,) = children(daemon.proc.pid)
+            os.kill(pid, signal.SIGKILL)
+            await daemon.wait_for_log(r"probe worker 0 exited .*: starting it again")
+            mark = len(daemon.lines)
+            await daemon.wait_for_log(r"probe worker 0 started again \(pid \d+\)")
+            after = sample(await daemon.metrics(), "monitor_probes_total", target="site",
+                           result="ok") or 0
+            # The replacement probes: ok results keep coming.
+            await daemon.wait_for_metrics(lambda text: (sample(
+                text, "monitor_probes_total", target="site", result="ok") or 0) >= after + 2)
+            (new,) = children(daemon.proc.pid)
+    assert new != pid
+    said = daemon.lines[mark:]
+    assert not [line for line in daemon.lines if "site DOWN" in line]  # the monitor's fault
+    assert not [line for line in said if "exited" in line]  # replaced once, not looping
