@@ -22,12 +22,13 @@ import time
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
-from monitor.model import PHASES, Failure
+from monitor.model import PHASES, Failure, ProbeResult, Target
 from monitor.probes.resolve import LOCAL_ERRNOS, Resolver
 
 _SPACE = re.compile(r"\s")  # white space in a URL (one regex: 100,000 URLs at start)
 
-__all__ = ["Clock", "Endpoint", "describe_os_error", "endpoint", "shared_resolver", "ssl_reason"]
+__all__ = ["Clock", "Endpoint", "describe_os_error", "endpoint", "invalid_url", "shared_resolver",
+           "ssl_reason"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,12 @@ def is_ip(host: str) -> bool:
 
 
 @functools.cache
+def invalid_url(target: Target, started_at: float, reason: object) -> ProbeResult:
+    """The result of a probe whose URL cannot be used: failed at once, class error."""
+    return ProbeResult(target=target.name, started_at=started_at, duration=0.0, ok=False,
+                       failure=Failure.ERROR, message=f"invalid URL: {reason}")
+
+
 def shared_resolver() -> Resolver:
     """The resolver of these probes (resolv.conf read once; answers are never kept)."""
     return Resolver()

@@ -37,7 +37,7 @@ import dns.rdatatype
 import dns.resolver
 
 from monitor.model import Failure, ProbeResult, Target
-from monitor.probes.common import Clock, describe_os_error, shared_resolver
+from monitor.probes.common import Clock, describe_os_error, invalid_url, shared_resolver
 from monitor.probes.resolve import RESOLV_CONF, Resolver
 
 __all__ = ["DnsQuery", "parse_dns_url", "probe_dns", "rcode_names"]
@@ -106,8 +106,7 @@ async def probe_dns(
     try:
         query = parse_dns_url(target.url)
     except ValueError as exc:
-        return ProbeResult(target=target.name, started_at=started_at, duration=0.0, ok=False,
-                           failure=Failure.ERROR, message=f"invalid URL: {exc}")
+        return invalid_url(target, started_at, exc)
     timer = Clock()
     failure: Failure | None = None
     message = ""

@@ -30,7 +30,14 @@ from collections.abc import Callable
 import icmplib  # type: ignore[import-untyped]  # no type hints shipped
 
 from monitor.model import Failure, ProbeResult, Target
-from monitor.probes.common import Clock, describe_os_error, endpoint, no_path, shared_resolver
+from monitor.probes.common import (
+    Clock,
+    describe_os_error,
+    endpoint,
+    invalid_url,
+    no_path,
+    shared_resolver,
+)
 from monitor.probes.resolve import Resolver
 
 __all__ = ["GAP", "parse_icmp_url", "probe_icmp"]
@@ -61,8 +68,7 @@ async def probe_icmp(
     try:
         host = parse_icmp_url(target.url)
     except ValueError as exc:
-        return ProbeResult(target=target.name, started_at=started_at, duration=0.0, ok=False,
-                           failure=Failure.ERROR, message=f"invalid URL: {exc}")
+        return invalid_url(target, started_at, exc)
     timer = Clock()
     begun = time.perf_counter()
     failure: Failure | None = None

@@ -27,6 +27,7 @@ from monitor.probes.common import (
     Endpoint,
     describe_os_error,
     endpoint,
+    invalid_url,
     no_path,
     shared_resolver,
     ssl_reason,
@@ -72,7 +73,7 @@ async def probe_tcp(
     try:
         address = parse_tcp_url(target.url)
     except ValueError as exc:
-        return _invalid(target, clock(), str(exc))
+        return invalid_url(target, clock(), str(exc))
     return await probe_stream(target, address, None, clock=clock, resolver=resolver)
 
 
@@ -202,6 +203,3 @@ def _mismatch(target: Target, exchange: _Exchange, when: str) -> str:
     return f"reply does not match {target.body_regex!r} ({got}, {when})"
 
 
-def _invalid(target: Target, started_at: float, message: str) -> ProbeResult:
-    return ProbeResult(target=target.name, started_at=started_at, duration=0.0, ok=False,
-                       failure=Failure.ERROR, message=f"invalid URL: {message}")

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from monitor.model import Failure, ProbeResult, Target
-from monitor.probes.common import Endpoint, endpoint, no_path
+from monitor.probes.common import Endpoint, endpoint, invalid_url, no_path
 from monitor.probes.http import cert_expiry
 from monitor.probes.resolve import Resolver
 from monitor.probes.tcp import TlsSetup, probe_stream
@@ -68,8 +68,7 @@ async def probe_tls(
     try:
         address = parse_tls_url(target.url)
     except ValueError as exc:
-        return ProbeResult(target=target.name, started_at=clock(), duration=0.0, ok=False,
-                           failure=Failure.ERROR, message=f"invalid URL: {exc}")
+        return invalid_url(target, clock(), exc)
     verifying = ssl_context or _shared_context(True)
     context = verifying if target.verify_tls else _shared_context(False)
     # An IP literal is checked against the certificate's IP entries (and sent as no SNI).

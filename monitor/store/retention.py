@@ -104,6 +104,15 @@ def _prune_rollups(table: str, keep: str) -> Stage:
     return step
 
 
+def _delete_batch(db: sqlite3.Connection, cursor: PruneCursor, budget: int, sql: str,
+                  args: tuple[object, ...]) -> int:
+    """Run one bounded DELETE; a stage is done once a batch comes back short."""
+    deleted: int = db.execute(sql, args).rowcount
+    if deleted < budget:
+        cursor.next_stage()
+    return deleted
+
+
 def _prune_outages(
     db: sqlite3.Connection, retention: Retention, now: float, cursor: PruneCursor, budget: int
 ) -> int:
@@ -112,14 +121,12 @@ def _prune_outages(
         cursor.next_stage()
         return 0
     cutoff = now - retention.outages
-    deleted = db.execute(
+    return _delete_batch(
+        db, cursor, budget,
         """DELETE FROM outages WHERE id IN (SELECT id FROM outages
             WHERE started_at < ? AND ended_at < ? LIMIT ?)""",
         (cutoff, cutoff, budget),
-    ).rowcount
-    if deleted < budget:
-        cursor.next_stage()
-    return deleted
+    )
 
 
 def _prune_outbox(
@@ -130,32 +137,29 @@ def _prune_outbox(
     if retention.outages is None:
         cursor.next_stage()
         return 0
-    deleted = db.execute(
+    return _delete_batch(
+        db, cursor, budget,
         """DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
             WHERE (delivered_at IS NOT NULL OR given_up_at IS NOT NULL) AND created_at < ?
             AND (outage_id IS NULL
                  OR outage_id NOT IN (SELECT id FROM outages WHERE ended_at IS NULL))
             LIMIT ?)""",
         (now - retention.outages, budget),
-    ).rowcount
-    if deleted < budget:
-        cursor.next_stage()
-    return deleted
+    )
 
 
 def _prune_series(
     db: sqlite3.Connection, retention: Retention, now: float, cursor: PruneCursor, budget: int
 ) -> int:
     """Series left without rollups (a target that is gone); one probe brings it back."""
-    deleted = db.execute(
+    deleted = _delete_batch(
+        db, cursor, budget,
         """DELETE FROM series WHERE id IN (SELECT id FROM series WHERE
             NOT EXISTS (SELECT 1 FROM rollup_minute WHERE series = series.id)
             AND NOT EXISTS (SELECT 1 FROM rollup_hour WHERE series = series.id) LIMIT ?)""",
         (budget,),
-    ).rowcount
+    )
     cursor.series_deleted = deleted > 0
-    if deleted < budget:
-        cursor.next_stage()
     return deleted
 
 
