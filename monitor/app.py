@@ -108,9 +108,8 @@ class Monitor:
                                clock=clock)
         self.notifications = self._notifications(config)
         self.trackers: dict[str, TargetTracker] = {}
-        self.last: dict[str, ProbeResult] = {}
         self.proxies = ProxyLog()  # a dead proxy's results are unknown: the log says so
-        self.recent = RecentResults()  # the phases on /target/NAME
+        self.recent = RecentResults()  # the latest result, and the phases on /target/NAME
         self.scheduler = Scheduler(self.tick, on_lateness=self.metrics.lateness.observe,
                                    on_skipped=self._skipped,
                                    on_loop_lag=self.metrics.loop_lag.observe, clock=clock,
@@ -220,7 +219,6 @@ class Monitor:
         added, removed, changed = self.scheduler.update(targets)
         for name in removed:
             self.trackers.pop(name, None)
-            self.last.pop(name, None)
         self.recent.forget(removed)
         for target in self.config.targets:
             if target.name in removed:
@@ -274,7 +272,6 @@ class Monitor:
         result = self._stall_judged(result, target)
         if target.name not in self.trackers:  # removed by a reload while probing
             return
-        self.last[target.name] = result
         self.proxies.observe(result)
         self.recent.add(result)
         self.metrics.observe(result)
@@ -404,7 +401,7 @@ class Monitor:
 
     def _target_json(self, t: Target) -> dict[str, Any]:
         tracker = self.trackers.get(t.name)
-        last = self.last.get(t.name)
+        last = self.recent.latest(t.name)
         series = self.metrics.uptime_of(t.name)
         return {
             "name": t.name, "url": public_url(t.url), "kind": t.kind,

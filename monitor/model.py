@@ -7,8 +7,10 @@ Times are POSIX timestamps (float seconds, UTC); durations are float seconds.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class Failure(enum.StrEnum):
@@ -113,6 +115,32 @@ class ProbeResult:
     def unknown(self) -> bool:
         """True when the monitor itself was at fault: the result says nothing of the target."""
         return self.failure is Failure.LOCAL or self.failure is Failure.PROXY
+
+    def values(self) -> PackedResult:
+        """The result as one flat tuple of numbers and strings: cheap to pickle, and, unlike
+        the object, out of the garbage collector's sight once a pass has looked at it (such a
+        tuple is untracked; one holding a dict never is, one holding tuples only after
+        several passes). What the daemon keeps per target for long is kept this way: at
+        100,000 targets, result objects made every full collection walk millions of objects
+        (docs/design.md, "Memory and the garbage collector").
+
+        The fields in declaration order, the failure as its value, the phases last as name,
+        seconds, name, seconds..."""
+        return (self.target, self.started_at, self.duration, self.ok,
+                None if self.failure is None else self.failure.value, self.message,
+                self.status, self.phase, self.cert_expiry, self.truncated, self.rtt, self.loss,
+                *itertools.chain.from_iterable(self.phases.items()))
+
+    @classmethod
+    def from_values(cls, values: PackedResult) -> ProbeResult:
+        (target, started_at, duration, ok, failure, message, status, phase, cert_expiry,
+         truncated, rtt, loss, *phases) = values
+        return cls(target, started_at, duration, ok, None if failure is None else Failure(failure),
+                   message, status, dict(zip(phases[::2], phases[1::2], strict=True)), phase,
+                   cert_expiry, truncated, rtt, loss)
+
+
+PackedResult = tuple[Any, ...]  # `ProbeResult.values()`
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,9 @@ Rules (docs/design.md, "Outage semantics"):
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
-from monitor.model import Failure, ProbeResult, State, Transition
+from monitor.model import Failure, PackedResult, ProbeResult, State, Transition
 
 
 def failure_class(result: ProbeResult) -> str:
@@ -37,12 +36,16 @@ class TargetTracker:
     up_after: int = 1
     state: State = State.UNKNOWN
     since: float | None = None  # when the current state began (a transition's `at`)
-    # The current run: consecutive results with the same outcome.
-    run_first: ProbeResult | None = None
+    # The current run: consecutive results with the same outcome. Kept as plain values (a
+    # float, a bool, a tuple, dicts of counts) rather than result objects: a tracker lives as
+    # long as its target, and plain values stay out of the garbage collector's full passes.
+    run_ok: bool | None = None  # None: no run yet
+    run_started: float = 0.0  # start of the run's first probe
+    run_first_failure: PackedResult | None = None  # a failing run's first result
     run_length: int = 0
-    run_failures: Counter[str] = field(default_factory=Counter)
+    run_failures: dict[str, int] = field(default_factory=dict)
     # Failures seen while down, after the → down transition (reported by the → up transition).
-    down_failures: Counter[str] = field(default_factory=Counter)
+    down_failures: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.down_after < 1 or self.up_after < 1:
@@ -65,25 +68,30 @@ class TargetTracker:
             up_after=up_after,
             state=self.state,
             since=self.since,
-            run_first=self.run_first,
+            run_ok=self.run_ok,
+            run_started=self.run_started,
+            run_first_failure=self.run_first_failure,
             run_length=self.run_length,
-            run_failures=Counter(self.run_failures),
-            down_failures=Counter(self.down_failures),
+            run_failures=dict(self.run_failures),
+            down_failures=dict(self.down_failures),
         )
 
     def observe(self, result: ProbeResult) -> Transition | None:
         """Account for one result; return the transition it confirms, if any."""
         if result.unknown:  # the monitor's own fault: no evidence either way, the run goes on
             return None
-        if self.run_first is None or self.run_first.ok != result.ok:
-            self.run_first = result
+        if self.run_ok is not result.ok:
+            self.run_ok = result.ok
+            self.run_started = result.started_at
+            self.run_first_failure = None if result.ok else result.values()
             self.run_length = 0
-            self.run_failures = Counter()
+            self.run_failures = {}
         self.run_length += 1
         if not result.ok:
-            self.run_failures[failure_class(result)] += 1
+            cls = failure_class(result)
+            self.run_failures[cls] = self.run_failures.get(cls, 0) + 1
             if self.state is State.DOWN:
-                self.down_failures[failure_class(result)] += 1
+                self.down_failures[cls] = self.down_failures.get(cls, 0) + 1
 
         new = State.UP if result.ok else State.DOWN
         needed = self.up_after if result.ok else self.down_after
@@ -94,12 +102,13 @@ class TargetTracker:
             target=result.target,
             previous=self.state,
             state=new,
-            at=self.run_first.started_at,
+            at=self.run_started,
             result=result,
-            first_failure=None if result.ok else self.run_first,
+            first_failure=(None if self.run_first_failure is None
+                           else ProbeResult.from_values(self.run_first_failure)),
             failures=dict(self.down_failures if result.ok else self.run_failures),
         )
         self.state = new
         self.since = transition.at
-        self.down_failures = Counter()
+        self.down_failures = {}
         return transition

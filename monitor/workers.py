@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import importlib
 import itertools
 import logging
@@ -40,22 +39,6 @@ from monitor.model import Failure, ProbeResult, Target
 log = logging.getLogger("monitor.workers")
 
 _HEADER = struct.Struct("!I")  # length of the pickle that follows
-_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(ProbeResult))
-
-
-def _result_values(result: ProbeResult) -> tuple[Any, ...]:
-    """A result as a plain tuple: several times cheaper to pickle than the dataclass."""
-    values = [getattr(result, name) for name in _RESULT_FIELDS]
-    values[_RESULT_FIELDS.index("failure")] = result.failure.value if result.failure else None
-    values[_RESULT_FIELDS.index("phases")] = dict(result.phases)
-    return tuple(values)
-
-
-def _result(values: tuple[Any, ...]) -> ProbeResult:
-    fields = dict(zip(_RESULT_FIELDS, values, strict=True))
-    if fields["failure"] is not None:
-        fields["failure"] = Failure(fields["failure"])
-    return ProbeResult(**fields)
 STOP_GRACE = 5.0  # seconds a worker gets to exit once its socket is closed
 
 
@@ -174,7 +157,7 @@ class ProbeWorkers:
                 ident, values = await _read(reader)
                 entry = worker.pending.pop(ident, None)
                 if entry is not None and not entry[0].done():
-                    entry[0].set_result(_result(values))
+                    entry[0].set_result(ProbeResult.from_values(values))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         await self._worker_ended(worker)
@@ -247,7 +230,7 @@ async def serve(sock: socket.socket) -> None:
     targets: dict[str, Target] = {}  # as last sent by the daemon
 
     async def one(ident: int, target: Target) -> None:
-        batcher.send((ident, _result_values(await run_probe(target))))
+        batcher.send((ident, (await run_probe(target)).values()))  # a tuple: cheap to pickle
 
     try:
         while True:
