@@ -220,6 +220,12 @@ class Store(Protocol):
         self, since: float, now: float, location: str | None = None
     ) -> list[TargetReport]: ...
 
+    async def uptimes(
+        self, location: str, windows: Mapping[str, float], now: float
+    ) -> dict[str, dict[str, float | None]]:
+        """The uptime `report` gives each target of `location` over [start, now] for every
+        window (name → start): window → target → ratio (None when no time was known)."""
+
     async def history(
         self, location: str, now: float, targets: Collection[str] | None = None
     ) -> dict[str, TargetHistory]:

@@ -186,17 +186,16 @@ def select_outage_times(
     return [outage_time(o, runs.get(o.location, []), now) for o in outages]
 
 
-def select_report(
-    db: sqlite3.Connection,
-    since: float,
-    now: float,
-    *,
-    location: str | None = None,
-    target: str | None = None,
-    unwritten: Unwritten = NOTHING,
-) -> list[TargetReport]:
-    """Availability per (target, location) over [since, now]: one query per table, so ask
-    for all targets at once rather than target by target."""
+@dataclass(slots=True)
+class _ReportInputs:
+    runs: dict[str, list[Interval]]  # by location
+    known_since: dict[tuple[str, str], float | None]
+    outages: dict[tuple[str, str], list[Outage]]  # overlapping [since, now]
+    keys: set[tuple[str, str]]  # every (target, location) the history knows
+
+
+def _report_inputs(db: sqlite3.Connection, since: float, now: float, *, location: str | None,
+                   target: str | None, unwritten: Unwritten) -> _ReportInputs:
     args = {"target": target, "location": location}
     by_target = _where(target=target, location=location)
 
@@ -219,18 +218,73 @@ def select_report(
         outages.setdefault((outage.target, outage.location), []).append(outage)
     keys = set(known_since) | set(outages) | {k for k in unwritten.series if wanted(k)}
     keys |= set(db.execute("SELECT target, location FROM series" + by_target, args))
+    return _ReportInputs(runs, known_since, outages, keys)
+
+
+def select_report(
+    db: sqlite3.Connection,
+    since: float,
+    now: float,
+    *,
+    location: str | None = None,
+    target: str | None = None,
+    unwritten: Unwritten = NOTHING,
+) -> list[TargetReport]:
+    """Availability per (target, location) over [since, now]: one query per table, so ask
+    for all targets at once rather than target by target."""
+    found = _report_inputs(db, since, now, location=location, target=target,
+                           unwritten=unwritten)
     return [
-        summarize(
-            t,
-            loc,
-            runs.get(loc, []),
-            known_since.get((t, loc)),
-            outages.get((t, loc), []),
-            since,
-            now,
-        )
-        for t, loc in sorted(keys)
+        summarize(t, loc, found.runs.get(loc, []), found.known_since.get((t, loc)),
+                  found.outages.get((t, loc), []), since, now)
+        for t, loc in sorted(found.keys)
     ]
+
+
+def select_uptimes(
+    db: sqlite3.Connection,
+    windows: Mapping[str, float],
+    now: float,
+    *,
+    location: str,
+    unwritten: Unwritten = NOTHING,
+) -> dict[str, dict[str, float | None]]:
+    """The uptime `select_report` gives each target of `location`, for every window (name →
+    its start) at once: window → target → ratio (None when no time was known).
+
+    The daemon refreshes these every minute for every target. Read once for all windows, and
+    a target without an outage in a window needs no interval arithmetic: its uptime is 1 if
+    any of the window was known, else None. So 100,000 targets cost a few dicts of floats
+    (which the garbage collector does not track), not 100,000 report objects per window."""
+    found = _report_inputs(db, min(windows.values(), default=now), now, location=location,
+                           target=None, unwritten=unwritten)
+    runs = union(found.runs.get(location, []))
+    out: dict[str, dict[str, float | None]] = {}
+    for window, since in windows.items():
+        ratios: dict[str, float | None] = {}
+        for key in found.keys:
+            known_since = found.known_since.get(key)
+            outages = [o for o in found.outages.get(key, ())
+                       if o.ended_at is None or o.ended_at >= since]
+            if outages:
+                ratios[key[0]] = summarize(key[0], location, runs, known_since, outages, since,
+                                           now).uptime
+            elif known_since is None or max(since, known_since) >= now:
+                ratios[key[0]] = None
+            else:
+                ratios[key[0]] = 1.0 if _overlaps(runs, max(since, known_since), now) else None
+        out[window] = ratios
+    return out
+
+
+def _overlaps(runs: Sequence[Interval], start: float, end: float) -> bool:
+    """Whether sorted, disjoint `runs` share any time with [start, end] (latest first)."""
+    for run_start, run_end in reversed(runs):
+        if run_end <= start:
+            return False
+        if min(run_end, end) > max(run_start, start):
+            return True
+    return False
 
 
 def select_history(
@@ -403,7 +457,8 @@ class Loaded:
     """What `SqliteStore.open()` reads back from the file."""
 
     outages: list[Outage] = field(default_factory=list)  # open ones
-    states: dict[tuple[str, str], tuple[State, float | None]] = field(default_factory=dict)
+    # A state as its value: a tuple of a str and a float stays out of the GC's full passes.
+    states: dict[tuple[str, str], tuple[str, float | None]] = field(default_factory=dict)
     known_since: dict[tuple[str, str], float] = field(default_factory=dict)  # (target, loc)
     next_outage: int = 1
     next_run: int = 1
@@ -422,7 +477,7 @@ def load(db: sqlite3.Connection, path: Path) -> Loaded:
     for t, loc, state, since, known in db.execute(
         "SELECT target, location, state, since, known_since FROM target_state"
     ):
-        loaded.states[(loc, t)] = (State(state), since)
+        loaded.states[(loc, t)] = (State(state).value, since)
         if known is not None:
             loaded.known_since[(t, loc)] = known
     (max_outage,) = db.execute("SELECT coalesce(max(id), 0) FROM outages").fetchone()

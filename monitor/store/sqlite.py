@@ -36,7 +36,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -62,6 +62,7 @@ from monitor.store.queries import (
     select_outage_times,
     select_outages,
     select_report,
+    select_uptimes,
 )
 from monitor.store.retention import PRUNE_BATCH, PruneCursor, prune_step
 from monitor.store.rollups import Rollups
@@ -105,7 +106,8 @@ class SqliteStore:
         self._live: dict[OutageKey, Counter[str]] = {}
         self._dirty: set[OutageKey] = set()
         self._closed: dict[int, Outage] = {}  # closed, the close not written yet
-        self._states: dict[OutageKey, tuple[State, float | None]] = {}
+        # By the state's value: tuples of strings and floats are out of the GC's sight.
+        self._states: dict[OutageKey, tuple[str, float | None]] = {}
         self._known_since: dict[tuple[str, str], float] = {}  # (target, location)
         self._next_outage_id = 1
         self._next_run_id = 1
@@ -287,7 +289,7 @@ class SqliteStore:
         elif outage is not None:  # a repeated down: the live count becomes the base
             self._open_outages[key] = outage
             self._live.pop(key, None)
-        self._states[key] = (transition.state, transition.at)
+        self._states[key] = (transition.state.value, transition.at)
         self._known_since.setdefault((transition.target, location), transition.at)
         self._writer.submit(Work(
             partial(_save_state, location, transition.target, transition.state, transition.at)
@@ -399,7 +401,8 @@ class SqliteStore:
         return [self._current(key) for key in self._open_outages if key[0] == location]
 
     async def target_states(self, location: str) -> dict[str, tuple[State, float | None]]:
-        return {t: state for (loc, t), state in self._states.items() if loc == location}
+        return {t: (State(state), since) for (loc, t), (state, since) in self._states.items()
+                if loc == location}
 
     async def outages(self, query: OutageQuery | None = None) -> list[Outage]:
         """The outages `query` asks for (default: the latest 1000), newest first."""
@@ -418,6 +421,11 @@ class SqliteStore:
         self, since: float, now: float, location: str | None = None
     ) -> list[TargetReport]:
         return await self._read(select_report, since, now, location=location)
+
+    async def uptimes(
+        self, location: str, windows: Mapping[str, float], now: float
+    ) -> dict[str, dict[str, float | None]]:
+        return await self._read(select_uptimes, windows, now, location=location)
 
     async def history(
         self, location: str, now: float, targets: Collection[str] | None = None
