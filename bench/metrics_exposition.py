@@ -76,21 +76,27 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="compare the samples at every N")
     args = parser.parse_args()
     print(f"per-target histogram {'on' if args.histogram else 'off'}")
-    print("| targets | samples | size | generate_latest | exposition() | longest loop block "
-          "| same samples |")
-    print("|---:|---:|---:|---:|---:|---:|---|")
+    print("| targets | samples | size | generate_latest | exposition() | again, 1 % touched "
+          "| longest loop block | same samples |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|")
     for n in args.targets:
         metrics, registry = build(n, args.histogram)
         began = time.perf_counter()
         reference = generate_latest(registry)
         slow = time.perf_counter() - began
         text, fast, longest = asyncio.run(render(metrics))
+        # A later scrape: the static families' text of untouched chunks is reused. Between
+        # two scrapes some targets change state or uptime: here 1 % of them, spread out.
+        for i in range(0, n, 100):
+            metrics.set_uptime(f"t{i}", "1d", 0.5)
+        _, again, longest_again = asyncio.run(render(metrics))
+        longest = max(longest, longest_again)
         same = "not checked"
         if args.check or n <= 10_000:
             same = "yes" if samples(text.decode()) == samples(reference.decode()) else "NO"
         lines = text.count(b"\n") - text.count(b"\n#")
         print(f"| {n:,} | {lines:,} | {len(text) / 2**20:.1f} MiB | {slow:.2f} s | {fast:.2f} s "
-              f"| {longest * 1000:.0f} ms | {same} |", flush=True)
+              f"| {again:.2f} s | {longest * 1000:.0f} ms | {same} |", flush=True)
 
 
 if __name__ == "__main__":

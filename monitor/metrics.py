@@ -42,6 +42,9 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 FIRST_ERROR_MAX = 120  # characters of an outage's first error kept in its info label
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 EXPOSITION_CHUNK = 1000  # targets rendered between two yields to the event loop
+# What changes a static family's samples (Family.static): a probe's answer, the confirmed
+# state and outages, the uptime refresh, the target list (which starts afresh).
+STATIC_GROUPS = ("probe", "state", "uptime", "info")
 
 # Name: type, help of the families collected at scrape time, in the order they are rendered.
 FAMILIES: dict[str, tuple[str, str]] = {
@@ -101,16 +104,20 @@ Sample = tuple[str, Labels, Labels, float]
 class Family:
     """A metric family: what a scrape shows, and the generator of its samples."""
 
-    __slots__ = ("help", "kind", "name", "per_target", "sample_name", "samples")
+    __slots__ = ("help", "kind", "name", "per_target", "sample_name", "samples", "static")
 
     def __init__(self, name: str,
                  samples: Callable[[Sequence[_Series], float], Iterator[Sample]], *,
-                 per_target: bool = True) -> None:
+                 per_target: bool = True, static: str | None = None) -> None:
         self.name = name
         self.kind, self.help = FAMILIES[name]
         self.sample_name = f"{name}_total" if self.kind == "counter" else name
         self.samples = samples  # (series, now) → samples; ignores series unless per_target
         self.per_target = per_target
+        # Static: its samples change only through the setters that mark their series'
+        # chunk as touched for this group (`Metrics._touch`), not with every probe or with
+        # the clock, so a scrape reuses the text of an untouched chunk.
+        self.static = static
 
     def empty(self) -> Metric:
         return Metric(self.name, self.help, self.kind)
@@ -136,13 +143,14 @@ def public_url(url: str) -> str:
 class _Series:
     """Run-time metric state of one target."""
 
-    __slots__ = ("buckets", "cert_expiry", "count", "down_since", "down_until", "downtime",
-                 "info", "info_labels", "key", "known", "known_from", "open", "outages",
-                 "paused", "phases", "probes", "since", "status", "success", "sum", "up",
-                 "uptime")
+    __slots__ = ("buckets", "cert_expiry", "chunk", "count", "down_since", "down_until",
+                 "downtime", "info", "info_labels", "key", "known", "known_from", "open",
+                 "outages", "paused", "phases", "probes", "since", "status", "success", "sum",
+                 "up", "uptime")
 
     def __init__(self, key: Labels, info: tuple[tuple[str, str], ...], n_buckets: int) -> None:
         self.key = key  # target and location: the labels every per-target sample has
+        self.chunk = 0  # which chunk of the exposition it is rendered in (set_targets)
         self.info = info
         self.info_labels = NONE  # the info sample's other labels, set by Metrics.set_targets
         self.success: float | None = None
@@ -195,6 +203,12 @@ class Metrics:
         self._store_errors = store_errors  # read at scrape time: the store counts them
         self._notification_queue = notification_queue
         self._series: dict[str, _Series] = {}
+        # The text of the static families by (family, chunk), rendered for the series
+        # layout `_layout` (set_targets changes it); `_dirty`: chunks touched since the
+        # last scrape began. At 100,000 targets this halves what a scrape renders.
+        self._layout = 0
+        self._texts: dict[tuple[str, int], tuple[int, bytes]] = {}
+        self._dirty: dict[str, set[int]] = {group: set() for group in STATIC_GROUPS}
         self._info_extra: list[str] = []  # the info family's target-defined label names
         # The few process-wide metrics live in a registry of their own, which collect()
         # includes and exposition() renders with prometheus_client.
@@ -259,9 +273,17 @@ class Metrics:
         # One info family whose label set is the union of every target's own label keys.
         self._info_extra = extra = sorted(
             {k for s in self._series.values() for k, _ in s.info} - {"url", "kind"})
-        for series in self._series.values():
+        for i, series in enumerate(self._series.values()):
             values = dict(series.info)
             series.info_labels = Labels(*((k, values.get(k, "")) for k in ("url", "kind", *extra)))
+            series.chunk = i // EXPOSITION_CHUNK
+        self._layout += 1
+        self._texts.clear()
+
+    def _touch(self, series: _Series, group: str) -> None:
+        """A sample of `series` in the static families of `group` changed: their text for
+        its chunk is rendered anew."""
+        self._dirty[group].add(series.chunk)
 
     def observe(self, result: ProbeResult) -> None:
         series = self._series.get(result.target)
@@ -270,17 +292,20 @@ class Metrics:
         if result.unknown:  # the monitor's own fault says nothing of the target: count only
             series.probes[Failure.LOCAL.value] += 1
             return
-        series.success = 1.0 if result.ok else 0.0
+        success, status = (1.0 if result.ok else 0.0), result.status or 0
+        cert = series.cert_expiry if result.cert_expiry is None else result.cert_expiry
+        if (success, status, cert) != (series.success, series.status, series.cert_expiry):
+            self._touch(series, "probe")
+        series.success = success
         if series.down_since is not None:
             if not result.ok:  # still down: the downtime runs on, the gap included
                 series.down_until = None
             elif series.down_until is None:  # perhaps the first probe of the recovery
                 series.down_until = max(result.started_at, self._rendered)
         series.probes["ok" if result.ok else (result.failure or Failure.ERROR).value] += 1
-        series.status = result.status or 0
+        series.status = status
         series.phases = dict(result.phases)
-        if result.cert_expiry is not None:
-            series.cert_expiry = result.cert_expiry
+        series.cert_expiry = cert
         if self.per_target_histogram:
             i = bisect.bisect_left(self._buckets, result.duration)  # first bucket with le >= d
             if i < len(self._buckets):
@@ -298,6 +323,7 @@ class Metrics:
         series = self._series.get(target)
         if series is None:
             return
+        self._touch(series, "state")
         now = self._clock()
         start = min(now, max(since if since is not None else now, self.started))
         if series.down_since is not None:  # close the running downtime
@@ -330,6 +356,7 @@ class Metrics:
         series = self._series.get(target)
         if series is None:
             return
+        self._touch(series, "state")
         if outage is None or outage.ended_at is not None:
             series.open = None
             return
@@ -372,10 +399,14 @@ class Metrics:
     def outage_opened(self, target: str) -> None:
         if (series := self._series.get(target)) is not None:
             series.outages += 1
+            self._touch(series, "state")
 
     def set_uptime(self, target: str, window: str, ratio: float | None) -> None:
         if (series := self._series.get(target)) is None:
             return
+        if series.uptime.get(window) == ratio:
+            return
+        self._touch(series, "uptime")
         if ratio is None:
             series.uptime.pop(window, None)
         else:
@@ -415,18 +446,31 @@ class Metrics:
         yield generate_latest(self._own)
         series = list(self._series.values())
         now = self._rendered = self._clock()
+        layout, dirty = self._layout, self._dirty
+        self._dirty = {group: set() for group in STATIC_GROUPS}
+        reuse = chunk == EXPOSITION_CHUNK  # the chunks the series know they are in
         for fam in self.families:
             name = fam.sample_name
             started = False
             step = chunk if fam.per_target else max(1, len(series))
             for i in range(0, max(1, len(series)), step):
-                lines = [f"{name}{suffix}{{{key.text}{own.text}}} {_num(value)}\n"
-                         for suffix, key, own, value in fam.samples(series[i : i + step], now)]
-                if lines:
+                key = (fam.name, i // step)
+                kept = self._texts.get(key) if fam.static and reuse else None
+                if (kept is not None and kept[0] == layout and fam.static
+                        and key[1] not in dirty[fam.static]):
+                    text = kept[1]
+                else:
+                    text = "".join([
+                        f"{name}{suffix}{{{labels.text}{own.text}}} {_num(value)}\n"
+                        for suffix, labels, own, value in fam.samples(series[i : i + step], now)
+                    ]).encode()
+                    if fam.static and reuse and layout == self._layout:
+                        self._texts[key] = (layout, text)
+                if text:
                     if not started:
-                        lines.insert(0, fam.header())
+                        text = fam.header().encode() + text
                         started = True
-                    yield "".join(lines).encode()
+                    yield text
                 if fam.per_target:
                     await asyncio.sleep(0)
 
@@ -496,26 +540,27 @@ class Metrics:
 
         families = [
             Family("monitor_store_errors", store_errors, per_target=False),
-            Family("monitor_target_info", info),
-            Family("monitor_probe_success", gauge(lambda s, now: s.success)),
+            Family("monitor_target_info", info, static="info"),
+            Family("monitor_probe_success", gauge(lambda s, now: s.success), static="probe"),
             Family("monitor_probe_duration_seconds", duration),
             Family("monitor_probe_phase_seconds", phases),
             Family("monitor_probes", probes),
             Family("monitor_http_status_code",
-                   gauge(lambda s, now: None if s.success is None else s.status)),
+                   gauge(lambda s, now: None if s.success is None else s.status), static="probe"),
             Family("monitor_tls_cert_expiry_timestamp_seconds",
-                   gauge(lambda s, now: None if s.success is None else s.cert_expiry)),
-            Family("monitor_target_up", gauge(lambda s, now: s.up)),
+                   gauge(lambda s, now: None if s.success is None else s.cert_expiry),
+                   static="probe"),
+            Family("monitor_target_up", gauge(lambda s, now: s.up), static="state"),
             Family("monitor_target_state_since_timestamp_seconds",
-                   gauge(lambda s, now: None if s.up is None else s.since)),
-            Family("monitor_outages", gauge(lambda s, now: s.outages)),
+                   gauge(lambda s, now: None if s.up is None else s.since), static="state"),
+            Family("monitor_outages", gauge(lambda s, now: s.outages), static="state"),
             Family("monitor_downtime_seconds", gauge(
                 lambda s, now: _running(s.downtime, s.down_since, now, s.down_until))),
             Family("monitor_known_seconds",
                    gauge(lambda s, now: _running(s.known, s.known_from, now))),
-            Family("monitor_outage_open_since_timestamp_seconds", open_since),
-            Family("monitor_outage_info", outage_info),
-            Family("monitor_uptime_ratio", uptime),
+            Family("monitor_outage_open_since_timestamp_seconds", open_since, static="state"),
+            Family("monitor_outage_info", outage_info, static="state"),
+            Family("monitor_uptime_ratio", uptime, static="uptime"),
         ]
         if not self.per_target_histogram:
             families = [f for f in families if f.name != "monitor_probe_duration_seconds"]

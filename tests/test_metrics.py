@@ -349,3 +349,56 @@ async def test_both_renderings_are_the_same_text_and_describe_names_every_family
             "monitor_scheduler_lateness_seconds"} <= described
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         Metrics("here", reg)
+
+
+async def test_reused_chunks_never_show_a_stale_value() -> None:
+    """A scrape reuses the text of static families for chunks of targets nothing touched;
+    after every kind of update, each rendering still equals a fresh one from collect()."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    clock = Clock(1000.0)
+    metrics = Metrics("here", CollectorRegistry(), clock=clock, buckets=(0.1, 1.0))
+    names = [f"t{i}" for i in range(2100)]  # three chunks of the exposition
+    metrics.set_targets([Target(n, f"https://{n}.example/") for n in names])
+    for n in names:
+        metrics.observe(ok(n))
+        metrics.set_state(n, State.UP, 990.0)
+
+    async def scrape() -> list[bytes]:
+        return [chunk async for chunk in metrics.exposition()]
+
+    def families(text: bytes) -> list[tuple[str, list[tuple[str, object, float]]]]:
+        return [(f.name, [(s.name, sorted(s.labels.items()), s.value) for s in f.samples])
+                for f in text_string_to_metric_families(text.decode())]
+
+    first, again = await scrape(), await scrape()
+    reused = {id(c) for c in first} & {id(c) for c in again}
+    # 7 static families have samples here (no outage, no uptime yet), in 3 chunks; a
+    # family's first chunk is sent behind its header, so 2 chunks each come as they were.
+    assert len(reused) == 7 * 2
+
+    def fail(n: str) -> ProbeResult:
+        return ProbeResult(n, 1001.0, 0.1, False, Failure.HTTP, "503", status=503)
+
+    updates = [
+        lambda: metrics.observe(fail("t5")),
+        lambda: metrics.observe(ok("t5")),
+        lambda: metrics.observe(ProbeResult("t1500", 1002.0, 0.1, True, cert_expiry=3e9)),
+        lambda: metrics.set_state("t2099", State.DOWN, 1003.0),
+        lambda: metrics.set_open_outage("t2099", Outage(
+            7, "t2099", "here", 1003.0, None, Failure.TIMEOUT, "timed out", 3)),
+        lambda: metrics.outage_opened("t2099"),
+        lambda: metrics.set_uptime("t1000", "7d", 0.25),
+        lambda: metrics.set_uptime("t1000", "7d", None),
+        lambda: metrics.set_open_outage("t2099", None),
+        lambda: metrics.set_state("t2099", State.UP, 1010.0),
+        lambda: metrics.pause(1020.0),
+        lambda: metrics.resume(1030.0),
+        lambda: metrics.set_targets([Target(n, f"https://{n}.example/", labels=(("team", "a"),))
+                                     for n in names[1:]]),
+    ]
+    for update in updates:
+        clock.now += 5
+        update()
+        streamed = b"".join(await scrape())
+        assert families(streamed) == families(generate_latest(metrics)), update
