@@ -104,11 +104,13 @@ Sample = tuple[str, Labels, Labels, float]
 class Family:
     """A metric family: what a scrape shows, and the generator of its samples."""
 
-    __slots__ = ("help", "kind", "name", "per_target", "sample_name", "samples", "static")
+    __slots__ = ("help", "kind", "name", "per_probe", "per_target", "sample_name", "samples",
+                 "static")
 
     def __init__(self, name: str,
                  samples: Callable[[Sequence[_Series], float], Iterator[Sample]], *,
-                 per_target: bool = True, static: str | None = None) -> None:
+                 per_target: bool = True, static: str | None = None,
+                 per_probe: bool = False) -> None:
         self.name = name
         self.kind, self.help = FAMILIES[name]
         self.sample_name = f"{name}_total" if self.kind == "counter" else name
@@ -118,6 +120,9 @@ class Family:
         # chunk as touched for this group (`Metrics._touch`), not with every probe or with
         # the clock, so a scrape reuses the text of an untouched chunk.
         self.static = static
+        # Per probe: its samples of a target change only when the target is probed, so
+        # `Metrics.observe` renders them then, once, and a scrape joins what it rendered.
+        self.per_probe = per_probe
 
     def empty(self) -> Metric:
         return Metric(self.name, self.help, self.kind)
@@ -145,12 +150,13 @@ class _Series:
 
     __slots__ = ("buckets", "cert_expiry", "chunk", "count", "down_since", "down_until",
                  "downtime", "info", "info_labels", "key", "known", "known_from", "open",
-                 "outages", "paused", "phases", "probes", "since", "status", "success", "sum",
-                 "up", "uptime")
+                 "outages", "paused", "phases", "probe_texts", "probes", "since", "status",
+                 "success", "sum", "up", "uptime")
 
     def __init__(self, key: Labels, info: tuple[tuple[str, str], ...], n_buckets: int) -> None:
         self.key = key  # target and location: the labels every per-target sample has
         self.chunk = 0  # which chunk of the exposition it is rendered in (set_targets)
+        self.probe_texts: tuple[bytes, ...] = ()  # the per-probe families' lines, in order
         self.info = info
         self.info_labels = NONE  # the info sample's other labels, set by Metrics.set_targets
         self.success: float | None = None
@@ -252,6 +258,7 @@ class Metrics:
         self.offline.set(0)
         self.in_flight = in_flight.labels(location)
         self.families = self._families()
+        self._per_probe = tuple(f for f in self.families if f.per_probe)
         registry.register(self)  # after the families exist: it calls describe()
 
     # --- updates -------------------------------------------------------------------------
@@ -291,6 +298,7 @@ class Metrics:
             return
         if result.unknown:  # the monitor's own fault says nothing of the target: count only
             series.probes[Failure.LOCAL.value] += 1
+            self._render_probe_texts(series)
             return
         success, status = (1.0 if result.ok else 0.0), result.status or 0
         cert = series.cert_expiry if result.cert_expiry is None else result.cert_expiry
@@ -312,6 +320,11 @@ class Metrics:
                 series.buckets[i] += 1
             series.sum += result.duration
             series.count += 1
+        self._render_probe_texts(series)
+
+    def _render_probe_texts(self, series: _Series) -> None:
+        now = self._clock()  # unused by these families: their samples ignore the clock
+        series.probe_texts = tuple(_render(f, (series,), now) for f in self._per_probe)
 
     def set_state(self, target: str, state: State, since: float | None) -> None:
         """The tracker's confirmed state; `since` is when it began (for downtime).
@@ -450,7 +463,6 @@ class Metrics:
         self._dirty = {group: set() for group in STATIC_GROUPS}
         reuse = chunk == EXPOSITION_CHUNK  # the chunks the series know they are in
         for fam in self.families:
-            name = fam.sample_name
             started = False
             step = chunk if fam.per_target else max(1, len(series))
             for i in range(0, max(1, len(series)), step):
@@ -459,11 +471,12 @@ class Metrics:
                 if (kept is not None and kept[0] == layout and fam.static
                         and key[1] not in dirty[fam.static]):
                     text = kept[1]
+                elif fam.per_probe:
+                    k = self._per_probe.index(fam)
+                    text = b"".join([s.probe_texts[k] for s in series[i : i + step]
+                                     if s.probe_texts])
                 else:
-                    text = "".join([
-                        f"{name}{suffix}{{{labels.text}{own.text}}} {_num(value)}\n"
-                        for suffix, labels, own, value in fam.samples(series[i : i + step], now)
-                    ]).encode()
+                    text = _render(fam, series[i : i + step], now)
                     if fam.static and reuse and layout == self._layout:
                         self._texts[key] = (layout, text)
                 if text:
@@ -542,9 +555,9 @@ class Metrics:
             Family("monitor_store_errors", store_errors, per_target=False),
             Family("monitor_target_info", info, static="info"),
             Family("monitor_probe_success", gauge(lambda s, now: s.success), static="probe"),
-            Family("monitor_probe_duration_seconds", duration),
-            Family("monitor_probe_phase_seconds", phases),
-            Family("monitor_probes", probes),
+            Family("monitor_probe_duration_seconds", duration, per_probe=True),
+            Family("monitor_probe_phase_seconds", phases, per_probe=True),
+            Family("monitor_probes", probes, per_probe=True),
             Family("monitor_http_status_code",
                    gauge(lambda s, now: None if s.success is None else s.status), static="probe"),
             Family("monitor_tls_cert_expiry_timestamp_seconds",
@@ -567,6 +580,13 @@ class Metrics:
         assert [f.name for f in families] == [n for n in FAMILIES if n in {
             f.name for f in families}], "the table follows FAMILIES' order"
         return tuple(families)
+
+
+def _render(fam: Family, series: Sequence[_Series], now: float) -> bytes:
+    """The text-format lines of `fam`'s samples of `series` (no HELP and TYPE)."""
+    name = fam.sample_name
+    return "".join([f"{name}{suffix}{{{labels.text}{own.text}}} {_num(value)}\n"
+                    for suffix, labels, own, value in fam.samples(series, now)]).encode()
 
 
 def _running(total: float, since: float | None, now: float, until: float | None = None) -> float:
