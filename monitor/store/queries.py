@@ -241,39 +241,56 @@ def select_report(
     ]
 
 
-def select_uptimes(
+def select_uptime_inputs(
     db: sqlite3.Connection,
-    windows: Mapping[str, float],
+    since: float,
     now: float,
     *,
     location: str,
     unwritten: Unwritten = NOTHING,
-) -> dict[str, dict[str, float | None]]:
-    """The uptime `select_report` gives each target of `location`, for every window (name →
-    its start) at once: window → target → ratio (None when no time was known).
+) -> UptimeInputs:
+    """What `uptime_ratios` needs for `location` over windows starting at `since` or later:
+    read in the store thread; the arithmetic is left to the caller's own pace."""
+    found = _report_inputs(db, since, now, location=location, target=None, unwritten=unwritten)
+    return UptimeInputs(location, union(found.runs.get(location, [])), found.known_since,
+                        found.outages, sorted(found.keys))
 
-    The daemon refreshes these every minute for every target. Read once for all windows, and
-    a target without an outage in a window needs no interval arithmetic: its uptime is 1 if
-    any of the window was known, else None. So 100,000 targets cost a few dicts of floats
-    (which the garbage collector does not track), not 100,000 report objects per window."""
-    found = _report_inputs(db, min(windows.values(), default=now), now, location=location,
-                           target=None, unwritten=unwritten)
-    runs = union(found.runs.get(location, []))
-    out: dict[str, dict[str, float | None]] = {}
-    for window, since in windows.items():
-        ratios: dict[str, float | None] = {}
-        for key in found.keys:
-            known_since = found.known_since.get(key)
-            outages = [o for o in found.outages.get(key, ())
-                       if o.ended_at is None or o.ended_at >= since]
+
+@dataclass(slots=True)
+class UptimeInputs:
+    location: str
+    runs: list[Interval]  # merged run periods of the location
+    known_since: dict[tuple[str, str], float | None]
+    outages: dict[tuple[str, str], list[Outage]]
+    keys: list[tuple[str, str]]  # (target, location), sorted
+
+
+def uptime_ratios(
+    found: UptimeInputs, windows: Mapping[str, float], now: float,
+    keys: Sequence[tuple[str, str]],
+) -> dict[str, dict[str, float | None]]:
+    """The uptime `select_report` gives each of `keys` for every window (name → its start):
+    window → target → ratio (None when no time was known).
+
+    A target without an outage in a window needs no interval arithmetic: its uptime is 1 if
+    any of the window was known, else None; only targets with outages go through
+    `summarize`. Plain dicts of floats: the garbage collector does not track them."""
+    out: dict[str, dict[str, float | None]] = {window: {} for window in windows}
+    runs = found.runs
+    for key in keys:
+        known_since = found.known_since.get(key)
+        overlapping = found.outages.get(key, ())
+        for window, since in windows.items():
+            outages = [o for o in overlapping if o.ended_at is None or o.ended_at >= since]
+            ratio: float | None
             if outages:
-                ratios[key[0]] = summarize(key[0], location, runs, known_since, outages, since,
-                                           now).uptime
+                ratio = summarize(key[0], found.location, runs, known_since, outages, since,
+                                  now).uptime
             elif known_since is None or max(since, known_since) >= now:
-                ratios[key[0]] = None
+                ratio = None
             else:
-                ratios[key[0]] = 1.0 if _overlaps(runs, max(since, known_since), now) else None
-        out[window] = ratios
+                ratio = 1.0 if _overlaps(runs, max(since, known_since), now) else None
+            out[window][key[0]] = ratio
     return out
 
 
