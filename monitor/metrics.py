@@ -120,8 +120,9 @@ class Family:
         # chunk as touched for this group (`Metrics._touch`), not with every probe or with
         # the clock, so a scrape reuses the text of an untouched chunk.
         self.static = static
-        # Per probe: its samples of a target change only when the target is probed, so
-        # `Metrics.observe` renders them then, once, and a scrape joins what it rendered.
+        # Per probe: its samples of a target change only when the target is probed, so a
+        # scrape renders them only for the targets probed since the last one, and joins
+        # the lines it kept for the others.
         self.per_probe = per_probe
 
     def empty(self) -> Metric:
@@ -156,7 +157,9 @@ class _Series:
     def __init__(self, key: Labels, info: tuple[tuple[str, str], ...], n_buckets: int) -> None:
         self.key = key  # target and location: the labels every per-target sample has
         self.chunk = 0  # which chunk of the exposition it is rendered in (set_targets)
-        self.probe_texts: tuple[bytes, ...] = ()  # the per-probe families' lines, in order
+        # The per-probe families' lines, in order, as the last scrape rendered them; None
+        # once a probe changed them (the next scrape renders them again).
+        self.probe_texts: tuple[bytes, ...] | None = None
         self.info = info
         self.info_labels = NONE  # the info sample's other labels, set by Metrics.set_targets
         self.success: float | None = None
@@ -287,6 +290,13 @@ class Metrics:
         self._layout += 1
         self._texts.clear()
 
+    def _probe_texts(self, series: _Series, now: float) -> tuple[bytes, ...]:
+        """The per-probe families' lines of `series`, rendered again only if a probe
+        changed them since: once per scrape at most, and once per probe at most."""
+        if series.probe_texts is None:
+            series.probe_texts = tuple(_render(f, (series,), now) for f in self._per_probe)
+        return series.probe_texts
+
     def _touch(self, series: _Series, group: str) -> None:
         """A sample of `series` in the static families of `group` changed: their text for
         its chunk is rendered anew."""
@@ -298,7 +308,7 @@ class Metrics:
             return
         if result.unknown:  # the monitor's own fault says nothing of the target: count only
             series.probes[Failure.LOCAL.value] += 1
-            self._render_probe_texts(series)
+            series.probe_texts = None
             return
         success, status = (1.0 if result.ok else 0.0), result.status or 0
         cert = series.cert_expiry if result.cert_expiry is None else result.cert_expiry
@@ -320,11 +330,7 @@ class Metrics:
                 series.buckets[i] += 1
             series.sum += result.duration
             series.count += 1
-        self._render_probe_texts(series)
-
-    def _render_probe_texts(self, series: _Series) -> None:
-        now = self._clock()  # unused by these families: their samples ignore the clock
-        series.probe_texts = tuple(_render(f, (series,), now) for f in self._per_probe)
+        series.probe_texts = None
 
     def set_state(self, target: str, state: State, since: float | None) -> None:
         """The tracker's confirmed state; `since` is when it began (for downtime).
@@ -473,8 +479,7 @@ class Metrics:
                     text = kept[1]
                 elif fam.per_probe:
                     k = self._per_probe.index(fam)
-                    text = b"".join([s.probe_texts[k] for s in series[i : i + step]
-                                     if s.probe_texts])
+                    text = b"".join([self._probe_texts(s, now)[k] for s in series[i : i + step]])
                 else:
                     text = _render(fam, series[i : i + step], now)
                     if fam.static and reuse and layout == self._layout:
