@@ -12,8 +12,8 @@ plus a few seconds, a window of `--duration` seconds is measured:
   in the window according to the access log (requests counted against N × duration / interval);
 - CPU of the monitor (and of nginx, which shares the 2 cores) from /proc/PID/stat;
 - peak RSS (VmHWM), start-up time (spawn → the "started:" log line);
-- /metrics: scraped at the window's start, every `--scrape-every` s (15) in it and once
-  after it (median and longest time, size in bytes);
+- /metrics: scraped every `--scrape-every` s (15) from the start; the scrapes at the window's
+  start, in it and after it are timed (median and longest, size in bytes);
 - database growth: after a clean stop, SQLite's dbstat bytes of the minute and hour rollups
   per row, times 1,440 minute rows and 24 hour rows = bytes per target per day.
 
@@ -162,14 +162,17 @@ async def run_one(n: int, args: argparse.Namespace) -> dict[str, object]:
                   f"{args.interval + RAMP_EXTRA:g}s", file=sys.stderr, flush=True)
             timeout = aiohttp.ClientTimeout(total=300)
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                # Scraped before the ramp-up, not at the window's start: with prometheus_client's
-                # renderer a big scrape blocks the event loop for seconds, and the runs it holds
-                # back would land in the window. Counter deltas thus include the ramp-up.
+                # Scraped from the start every --scrape-every seconds, as Prometheus would,
+                # through the ramp-up and the window: the probes' lateness and CPU include
+                # what scrapes cost. Counter deltas run from the first scrape (they include
+                # the ramp-up); the window opens with a scrape (the lag histogram's baseline),
+                # and the scrapes from there on are timed.
                 before = (await daemon.scrape(session))[0].decode()
-                await asyncio.sleep(args.interval + RAMP_EXTRA)
-                # The window opens with a scrape (the lag histogram's baseline) and is scraped
-                # every --scrape-every seconds, as Prometheus would: the probes' lateness and
-                # CPU include what scrapes cost, and every scrape is timed.
+                ramp_end = time.monotonic() + args.interval + RAMP_EXTRA
+                while (left := ramp_end - time.monotonic()) > 0:
+                    await asyncio.sleep(min(left, args.scrape_every))
+                    if ramp_end - time.monotonic() > 1:
+                        await daemon.scrape(session)
                 opened, first = await daemon.scrape(session)
                 scrapes = [(first, len(opened))]
                 since = time.time()

@@ -75,6 +75,27 @@ def test_info_url_has_no_credentials_or_query() -> None:
     assert public_url("http://[::1]:8080/x?y=1") == "http://[::1]:8080/x"
 
 
+@pytest.mark.parametrize("url", [
+    "http://duma.gov.ru/", "https://www.rt.com", "https://a.example:8443/p/a%20th;x",
+    "tcp://127.0.0.1:25", "HTTP://Example.COM/x", "http://host:080/", "http://h:65535/x",
+    "http://u:p@h/x", "https://h/x?token=1", "https://h/x#f", "http://[::1]/",
+    "http://h_1.example/", "icmp://10.0.0.1",
+])
+def test_the_plain_url_shortcut_gives_what_parsing_gives(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    assert public_url(url) == f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def test_dns_urls_keep_their_record_type() -> None:
+    assert public_url("dns:///example.org") == "dns:///example.org"
+    assert public_url("dns://9.9.9.9/example.org?type=MX") == "dns://9.9.9.9/example.org?type=MX"
+    assert public_url("dns://9.9.9.9/example.org?x=secret") == "dns://9.9.9.9/example.org"
+
+
 def test_removed_target_loses_its_series() -> None:
     metrics, reg = make()
     metrics.observe(ok("rt"))
