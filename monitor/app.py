@@ -30,7 +30,7 @@ from monitor.limits import (
     serve,
     server_slots,
 )
-from monitor.metrics import UPTIME_WINDOWS, Metrics, public_url
+from monitor.metrics import RENDER_EVERY, UPTIME_WINDOWS, Metrics, public_url
 from monitor.model import (
     Failure,
     Outage,
@@ -187,6 +187,9 @@ class Monitor:
             "uptime refresh", self.refresh_uptime, self.uptime_refresh,
             first=min(UPTIME_FIRST, self.uptime_refresh), quiet=(StoreError,)),
             "monitor-uptime-refresh"))
+        await stack.enter_async_context(background(guarded_loop(
+            "metrics rendering", self.metrics.render_probed, RENDER_EVERY),
+            "monitor-metrics-render"))
         await stack.enter_async_context(background(guarded_loop(
             "retention", self.prune, self.prune_interval,
             first=min(PRUNE_FIRST, self.prune_interval), quiet=(StoreError,)),

@@ -42,6 +42,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 FIRST_ERROR_MAX = 120  # characters of an outage's first error kept in its info label
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 EXPOSITION_CHUNK = 1000  # targets rendered between two yields to the event loop
+RENDER_EVERY = 2.0  # seconds between two renderings of the probed targets' lines
 # What changes a static family's samples (Family.static): a probe's answer, the confirmed
 # state and outages, the uptime refresh, the target list (which starts afresh).
 STATIC_GROUPS = ("probe", "state", "uptime", "info")
@@ -120,9 +121,9 @@ class Family:
         # chunk as touched for this group (`Metrics._touch`), not with every probe or with
         # the clock, so a scrape reuses the text of an untouched chunk.
         self.static = static
-        # Per probe: its samples of a target change only when the target is probed, so a
-        # scrape renders them only for the targets probed since the last one, and joins
-        # the lines it kept for the others.
+        # Per probe: its samples of a target change only when the target is probed: they
+        # are rendered once after that (`Metrics.render_probed`, or the next scrape if it
+        # comes first), and a scrape joins the lines kept for every target.
         self.per_probe = per_probe
 
     def empty(self) -> Metric:
@@ -226,6 +227,7 @@ class Metrics:
         self._layout = 0
         self._texts: dict[tuple[str, int], tuple[int, bytes]] = {}
         self._dirty: dict[str, set[int]] = {group: set() for group in STATIC_GROUPS}
+        self._stale: set[_Series] = set()  # per-probe lines to render again (render_probed)
         self._info_extra: list[str] = []  # the info family's target-defined label names
         # The few process-wide metrics live in a registry of their own, which collect()
         # includes and exposition() renders with prometheus_client.
@@ -316,7 +318,7 @@ class Metrics:
             return
         if result.unknown:  # the monitor's own fault says nothing of the target: count only
             series.probes[Failure.LOCAL.value] += 1
-            series.probe_texts = None
+            self._stale_texts(series)
             return
         success, status = (1.0 if result.ok else 0.0), result.status or 0
         cert = series.cert_expiry if result.cert_expiry is None else result.cert_expiry
@@ -338,7 +340,22 @@ class Metrics:
                 series.buckets[i] += 1
             series.sum += result.duration
             series.count += 1
+        self._stale_texts(series)
+
+    def _stale_texts(self, series: _Series) -> None:
         series.probe_texts = None
+        self._stale.add(series)
+
+    async def render_probed(self, chunk: int = EXPOSITION_CHUNK) -> None:
+        """Render the per-probe lines of the targets probed since the last call (the daemon
+        calls it every RENDER_EVERY seconds), a chunk at a time between turns of the event
+        loop: a scrape then finds them ready, whatever its interval."""
+        stale, self._stale = list(self._stale), set()
+        now = self._clock()
+        for i in range(0, len(stale), chunk):
+            for series in stale[i : i + chunk]:
+                self._probe_texts(series, now)
+            await asyncio.sleep(0)
 
     def set_state(self, target: str, state: State, since: float | None) -> None:
         """The tracker's confirmed state; `since` is when it began (for downtime).

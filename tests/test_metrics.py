@@ -423,3 +423,24 @@ async def test_reused_chunks_never_show_a_stale_value() -> None:
         update()
         streamed = b"".join(await scrape())
         assert families(streamed) == families(generate_latest(metrics)), update
+
+
+async def test_probed_targets_lines_are_rendered_before_the_scrape_asks() -> None:
+    """The daemon renders the per-probe lines of probed targets every few seconds
+    (render_probed), so a scrape finds them ready; they equal a fresh rendering."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics, reg = make(per_target_histogram=True)
+    metrics.observe(ok("rt"))
+    metrics.observe(ProbeResult("duma", 1000.0, 0.1, False, Failure.DNS, "no such name"))
+    await metrics.render_probed()
+    assert metrics._stale == set()  # every probed target's lines are ready
+    streamed = b"".join([chunk async for chunk in metrics.exposition()])
+
+    def families(text: bytes) -> list[tuple[str, list[tuple[str, object, float]]]]:
+        return [(f.name, [(s.name, sorted(s.labels.items()), s.value) for s in f.samples])
+                for f in text_string_to_metric_families(text.decode())]
+
+    assert families(streamed) == families(generate_latest(reg))
+    metrics.observe(ok("rt"))  # probed again: stale until the next rendering
+    assert len(metrics._stale) == 1
