@@ -208,21 +208,21 @@ class RecordingServer(_Base):
         return web.Response(text="landed")
 
 
-class DnsServer:
-    """A UDP name server on 127.0.0.1: A records from `names`, after `delay`, TTL 300.
+class UdpResponder:
+    """A UDP server on 127.0.0.1 (`port` 0: any free one) that answers each datagram in a
+    task of its own (`_answer`, by subclasses); an async context manager."""
 
-    AAAA questions get an empty answer (NOERROR), unknown names NXDOMAIN. With
-    `answering = False` every query is dropped, as by a dead resolver.
-    """
-
-    def __init__(self, names: dict[str, str], *, delay: float = 0.0, port: int = 0) -> None:
-        self.names = {k.rstrip(".").lower(): v for k, v in names.items()}
-        self.delay = delay
-        self.answering = True
-        self.queries = 0
-        self.port = port  # 0: any free port
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
+        raise NotImplementedError
+
+    def _reply(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(data, addr)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -239,23 +239,6 @@ class DnsServer:
         self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
 
-    async def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.queries += 1
-        if not self.answering:
-            return
-        query = dns.message.from_wire(data)
-        await asyncio.sleep(self.delay)  # the delay under test, not synchronisation
-        response = dns.message.make_response(query)
-        question = query.question[0]
-        name = question.name.to_text().rstrip(".").lower()
-        if name not in self.names:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        elif question.rdtype == dns.rdatatype.A:
-            response.answer.append(
-                dns.rrset.from_text(question.name, 300, "IN", "A", self.names[name]))
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(response.to_wire(), addr)
-
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -271,3 +254,34 @@ class DnsServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+class DnsServer(UdpResponder):
+    """A UDP name server on 127.0.0.1: A records from `names`, after `delay`, TTL 300.
+
+    AAAA questions get an empty answer (NOERROR), unknown names NXDOMAIN. With
+    `answering = False` every query is dropped, as by a dead resolver.
+    """
+
+    def __init__(self, names: dict[str, str], *, delay: float = 0.0, port: int = 0) -> None:
+        super().__init__(port)  # 0: any free port
+        self.names = {k.rstrip(".").lower(): v for k, v in names.items()}
+        self.delay = delay
+        self.answering = True
+        self.queries = 0
+
+    async def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.queries += 1
+        if not self.answering:
+            return
+        query = dns.message.from_wire(data)
+        await asyncio.sleep(self.delay)  # the delay under test, not synchronisation
+        response = dns.message.make_response(query)
+        question = query.question[0]
+        name = question.name.to_text().rstrip(".").lower()
+        if name not in self.names:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif question.rdtype == dns.rdatatype.A:
+            response.answer.append(
+                dns.rrset.from_text(question.name, 300, "IN", "A", self.names[name]))
+        self._reply(response.to_wire(), addr)

@@ -23,6 +23,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
+from hostile_servers import UdpResponder
 
 HOST = "127.0.0.1"
 
@@ -95,7 +96,7 @@ def refusing_port() -> tuple[socket.socket, int]:
     return sock, int(sock.getsockname()[1])
 
 
-class Zone:
+class Zone(UdpResponder):
     """A UDP name server: `records` {(name, type): [rdata text]}, `rcodes` {name: "SERVFAIL"}.
 
     A name in `slow` is answered after `delay` seconds. Other names are NXDOMAIN; a known
@@ -105,30 +106,12 @@ class Zone:
     def __init__(self, records: dict[tuple[str, str], list[str]], *,
                  rcodes: dict[str, str] | None = None, slow: frozenset[str] = frozenset(),
                  delay: float = 0.0) -> None:
+        super().__init__()
         self.records = {(n.rstrip(".").lower(), t): v for (n, t), v in records.items()}
         self.rcodes = rcodes or {}
         self.slow = slow
         self.delay = delay
-        self.port = 0
         self.queries: list[tuple[str, str]] = []
-        self._transport: asyncio.DatagramTransport | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> Self:
-        loop = asyncio.get_running_loop()
-        zone = self
-
-        class Protocol(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-                task = loop.create_task(zone._answer(data, addr))
-                zone._tasks.add(task)
-                task.add_done_callback(zone._tasks.discard)
-
-        transport, _ = await loop.create_datagram_endpoint(
-            Protocol, local_addr=(HOST, 0), family=socket.AF_INET)
-        self._transport = transport
-        self.port = transport.get_extra_info("sockname")[1]
-        return self
 
     async def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
         query = dns.message.from_wire(data)
@@ -146,17 +129,7 @@ class Zone:
         elif (name, rdtype) in self.records:
             response.answer.append(dns.rrset.from_text_list(
                 question.name, 300, "IN", rdtype, self.records[(name, rdtype)]))
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(response.to_wire(), addr)
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._transport is not None:
-            self._transport.close()
+        self._reply(response.to_wire(), addr)
 
 
 async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

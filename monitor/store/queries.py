@@ -187,7 +187,9 @@ def select_outage_times(
 
 
 @dataclass(slots=True)
-class _ReportInputs:
+class ReportInputs:
+    """The rows a report is computed from, for the targets and locations asked for."""
+
     runs: dict[str, list[Interval]]  # by location
     known_since: dict[tuple[str, str], float | None]
     outages: dict[tuple[str, str], list[Outage]]  # overlapping [since, now]
@@ -195,7 +197,7 @@ class _ReportInputs:
 
 
 def _report_inputs(db: sqlite3.Connection, since: float, now: float, *, location: str | None,
-                   target: str | None, unwritten: Unwritten) -> _ReportInputs:
+                   target: str | None, unwritten: Unwritten) -> ReportInputs:
     args = {"target": target, "location": location}
     by_target = _where(target=target, location=location)
 
@@ -218,7 +220,7 @@ def _report_inputs(db: sqlite3.Connection, since: float, now: float, *, location
         outages.setdefault((outage.target, outage.location), []).append(outage)
     keys = set(known_since) | set(outages) | {k for k in unwritten.series if wanted(k)}
     keys |= set(db.execute("SELECT target, location FROM series" + by_target, args))
-    return _ReportInputs(runs, known_since, outages, keys)
+    return ReportInputs(runs, known_since, outages, keys)
 
 
 def select_report(
@@ -248,25 +250,14 @@ def select_uptime_inputs(
     *,
     location: str,
     unwritten: Unwritten = NOTHING,
-) -> UptimeInputs:
+) -> ReportInputs:
     """What `uptime_ratios` needs for `location` over windows starting at `since` or later:
     read in the store thread; the arithmetic is left to the caller's own pace."""
-    found = _report_inputs(db, since, now, location=location, target=None, unwritten=unwritten)
-    return UptimeInputs(location, union(found.runs.get(location, [])), found.known_since,
-                        found.outages, sorted(found.keys))
-
-
-@dataclass(slots=True)
-class UptimeInputs:
-    location: str
-    runs: list[Interval]  # merged run periods of the location
-    known_since: dict[tuple[str, str], float | None]
-    outages: dict[tuple[str, str], list[Outage]]
-    keys: list[tuple[str, str]]  # (target, location), sorted
+    return _report_inputs(db, since, now, location=location, target=None, unwritten=unwritten)
 
 
 def uptime_ratios(
-    found: UptimeInputs, windows: Mapping[str, float], now: float,
+    found: ReportInputs, location: str, windows: Mapping[str, float], now: float,
     keys: Sequence[tuple[str, str]],
 ) -> dict[str, dict[str, float | None]]:
     """The uptime `select_report` gives each of `keys` for every window (name → its start):
@@ -276,7 +267,7 @@ def uptime_ratios(
     any of the window was known, else None; only targets with outages go through
     `summarize`. Plain dicts of floats: the garbage collector does not track them."""
     out: dict[str, dict[str, float | None]] = {window: {} for window in windows}
-    runs = found.runs
+    runs = union(found.runs.get(location, []))
     for key in keys:
         known_since = found.known_since.get(key)
         overlapping = found.outages.get(key, ())
@@ -284,7 +275,7 @@ def uptime_ratios(
             outages = [o for o in overlapping if o.ended_at is None or o.ended_at >= since]
             ratio: float | None
             if outages:
-                ratio = summarize(key[0], found.location, runs, known_since, outages, since,
+                ratio = summarize(key[0], location, runs, known_since, outages, since,
                                   now).uptime
             elif known_since is None or max(since, known_since) >= now:
                 ratio = None

@@ -435,9 +435,10 @@ class SqliteStore:
         since = min(windows.values(), default=now)
         found = await self._read(select_uptime_inputs, since, now, location=location)
         out: dict[str, dict[str, float | None]] = {window: {} for window in windows}
-        for i in range(0, len(found.keys), UPTIME_SLICE):
+        keys = sorted(found.keys)
+        for i in range(0, len(keys), UPTIME_SLICE):
             for window, ratios in uptime_ratios(
-                    found, windows, now, found.keys[i : i + UPTIME_SLICE]).items():
+                    found, location, windows, now, keys[i : i + UPTIME_SLICE]).items():
                 out[window].update(ratios)
             await asyncio.sleep(0)
         return out

@@ -84,15 +84,15 @@ class RecentResults:
         written = ring[0]
         slots = (range(written) if written <= self.keep
                  else [(written + i) % self.keep for i in range(self.keep)])
-        messages = self._messages.get(name)
-        return [_result(name, _RECORD.unpack_from(ring, 1 + slot * _RECORD.size),
-                        messages[slot] if messages else "") for slot in slots]
+        return [self._at(name, ring, slot) for slot in slots]
 
     def latest(self, name: str) -> ProbeResult | None:
         ring = self._rings.get(name)
         if ring is None:
             return None
-        slot = (ring[0] - 1) % self.keep
+        return self._at(name, ring, (ring[0] - 1) % self.keep)
+
+    def _at(self, name: str, ring: bytearray, slot: int) -> ProbeResult:
         messages = self._messages.get(name)
         return _result(name, _RECORD.unpack_from(ring, 1 + slot * _RECORD.size),
                        messages[slot] if messages else "")
